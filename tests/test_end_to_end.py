@@ -107,11 +107,15 @@ def write_study(folder: Path, name: str, variants: dict[str, str], rounds: int) 
     return path
 
 
-def summaries(directory: Path) -> dict[tuple[str, int], dict]:
+def summaries(study: Path) -> dict[tuple[str, int], dict]:
+    """(label, seed) → summary of the complete runs a study folder's manifest lists."""
+    manifest = record.read_manifest(study)
     found = {}
-    for run in record.find_runs([directory]):
-        summary = json.loads((run / record.SUMMARY).read_text())
-        found[summary["label"], summary["seed"]] = summary
+    for variant in manifest["variants"]:
+        for seed in manifest["seeds"]:
+            run = record.run_dir(study.parent, variant["task_hash"], seed)
+            if record.is_complete(run):
+                found[variant["label"], seed] = json.loads((run / record.SUMMARY).read_text())
     return found
 
 
@@ -127,7 +131,7 @@ def test_study_writes_complete_records(study_dir):
     found = summaries(study_dir)
     assert set(found) == {(label, seed) for label in ("popularity", "centralized", "fedavg", "fedavg + DP") for seed in (0, 1)}
     for (label, seed), summary in found.items():
-        run = record.run_dir(study_dir.parent, "tiny", summary["task_hash"], seed)
+        run = record.run_dir(study_dir.parent, summary["task_hash"], seed)
         for name in (record.CONFIG, record.METRICS, record.ENV, record.SUMMARY):
             assert (run / name).is_file(), (label, name)
         assert not (run / record.CHECKPOINTS).exists()
@@ -135,14 +139,14 @@ def test_study_writes_complete_records(study_dir):
         assert summary["test"]["users"] > 0
     fed = found["fedavg", 0]
     assert fed["privacy_unit"] == "user" and fed["epsilon"] is None
-    assert len(metric_rows(record.run_dir(study_dir.parent, "tiny", fed["task_hash"], 0))) == 3
-    env = json.loads((record.run_dir(study_dir.parent, "tiny", fed["task_hash"], 0) / record.ENV).read_text())
+    assert len(metric_rows(record.run_dir(study_dir.parent, fed["task_hash"], 0))) == 3
+    env = json.loads((record.run_dir(study_dir.parent, fed["task_hash"], 0) / record.ENV).read_text())
     assert env["packages"]["tensorflow-federated"] == "0.87.0"
 
 
 def test_dp_run_reports_epsilon_and_ledger(study_dir):
     dp = summaries(study_dir)["fedavg + DP", 0]
-    run = record.run_dir(study_dir.parent, "tiny", dp["task_hash"], 0)
+    run = record.run_dir(study_dir.parent, dp["task_hash"], 0)
     privacy = json.loads((run / record.PRIVACY).read_text())
     ledger = privacy["epsilon_by_round"]
     assert len(ledger) == 3 and ledger == sorted(ledger) and ledger[0] > 0
@@ -154,12 +158,12 @@ def test_dp_run_reports_epsilon_and_ledger(study_dir):
 
 
 def test_rerunning_a_study_skips_complete_runs(study_dir, capsys):
-    before = {p: p.stat().st_mtime_ns for p in study_dir.rglob(record.SUMMARY)}
+    before = {p: p.stat().st_mtime_ns for p in (study_dir.parent / record.RUNS).rglob(record.SUMMARY)}
     path = study_dir.parent.parent / "tiny.toml"
     assert cli.main(["study", str(path), "--out", str(study_dir.parent), "--no-progress"]) == 0
     output = capsys.readouterr().out
     assert "8 runs (8 already complete, 0 failed)" in output
-    assert {p: p.stat().st_mtime_ns for p in study_dir.rglob(record.SUMMARY)} == before
+    assert {p: p.stat().st_mtime_ns for p in (study_dir.parent / record.RUNS).rglob(record.SUMMARY)} == before
     for label in ("popularity", "centralized", "fedavg", "fedavg + DP"):
         assert f"| {label} | 2 |" in output
 
@@ -207,11 +211,11 @@ def test_same_seed_reproduces_metrics_and_another_seed_differs(study_dir, tmp_pa
                          "--no-progress", *extra]) == 0
         original = summaries(study_dir)
         seed0 = original[label, 0]
-        rerun = record.run_dir(tmp_path / "again", "tiny", seed0["task_hash"], 0)
+        rerun = record.run_dir(tmp_path / "again", seed0["task_hash"], 0)
         assert rerun.is_dir(), "the task file should resolve to the study variant's hash"
-        first = metric_rows(record.run_dir(study_dir.parent, "tiny", seed0["task_hash"], 0))
+        first = metric_rows(record.run_dir(study_dir.parent, seed0["task_hash"], 0))
         assert metric_rows(rerun) == first
-        other = metric_rows(record.run_dir(study_dir.parent, "tiny", original[label, 1]["task_hash"], 1))
+        other = metric_rows(record.run_dir(study_dir.parent, original[label, 1]["task_hash"], 1))
         assert [r["loss"] for r in other] != [r["loss"] for r in first]
 
 
@@ -397,7 +401,7 @@ def test_privacy_notebook_executes_on_a_privacy_study(tmp_path):
     assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 0
     found = summaries(out / "priv")
     assert found["gaussian (ε=20)", 0]["epsilon"] == pytest.approx(20.0, rel=1e-3)
-    dp_run = record.run_dir(out, "priv", found["gaussian (ε=20)", 0]["task_hash"], 0)
+    dp_run = record.run_dir(out, found["gaussian (ε=20)", 0]["task_hash"], 0)
     privacy = json.loads((dp_run / record.PRIVACY).read_text())
     assert privacy["target_epsilon"] == 20.0 and privacy["params"]["noise_multiplier"] > 0
     text = execute_notebook("03_privacy_utility.ipynb", TFF_REC_RESULTS=str(out / "priv"))
@@ -435,3 +439,78 @@ def test_a_failing_run_is_recorded_and_retried_only_when_asked(tmp_path, capsys)
     assert failure.stat().st_mtime_ns == before, "a recorded failure is not retried unasked"
     assert cli.main(["study", str(study), "--out", str(out), "--no-progress", "--retry-failed"]) == 1
     assert failure.stat().st_mtime_ns != before
+
+
+def test_parallel_study_matches_the_serial_records(study_dir, tmp_path, capsys):
+    """Two jobs write one results tree: every record complete, metrics identical to serial runs."""
+    study = write_study(tmp_path, "par", {
+        "fedavg": "",
+        "fedavg + DP": '"privacy.mechanism" = "gaussian", "privacy.clip" = 1.0, "privacy.noise_multiplier" = 1.0',
+    }, rounds=3)
+    study.write_text(study.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    out = tmp_path / "results"
+    assert cli.main(["study", str(study), "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
+    assert "4 runs (0 already complete, 0 failed)" in capsys.readouterr().out
+    serial, parallel = summaries(study_dir), summaries(out / "par")
+    assert len(parallel) == 4
+    for (label, seed), summary in parallel.items():
+        assert summary["task_hash"] == serial[label, seed]["task_hash"]
+        assert metric_rows(record.run_dir(out, summary["task_hash"], seed)) == metric_rows(
+            record.run_dir(study_dir.parent, summary["task_hash"], seed))
+        assert summary["worker_cpu_seconds"] > 0 and summary["worker_peak_rss_mb"] > 0
+    assert not list(out.rglob(record.FAILED)) and not list(out.rglob("*.tmp"))
+
+
+def test_studies_sharing_a_task_share_its_records(study_dir, capsys):
+    """A second study naming the tiny FedAvg task under another label runs nothing new."""
+    other = write_study(study_dir.parent.parent, "other", {"my fedavg": ""}, rounds=3)
+    other.write_text(other.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    assert cli.main(["study", str(other), "--out", str(study_dir.parent), "--dry-run"]) == 0
+    assert "2 runs, 2 done" in capsys.readouterr().out
+    assert cli.main(["study", str(other), "--out", str(study_dir.parent), "--no-progress"]) == 0
+    output = capsys.readouterr().out
+    assert "2 runs (2 already complete, 0 failed)" in output and "| my fedavg | 2 |" in output
+
+
+def test_run_records_provenance(study_dir):
+    fed = summaries(study_dir)["fedavg", 0]
+    run = record.run_dir(study_dir.parent, fed["task_hash"], 0)
+    env = json.loads((run / record.ENV).read_text())
+    assert env["cpu_model"] and env["cpu_count"] >= 1 and env["uv_lock_sha256"]
+    assert set(env["git"]) == {"commit", "dirty"}
+    assert fed["started"] <= fed["finished"]
+    assert fed["cpu_seconds"] == pytest.approx(fed["driver_cpu_seconds"] + fed["worker_cpu_seconds"], abs=2e-3)
+    assert fed["peak_rss_mb"] > 100 and fed["worker_peak_rss_mb"] > 0
+
+
+def test_compare_warns_when_runs_differ_in_code(study_dir, tmp_path, capsys):
+    copy = tmp_path / "results"
+    shutil.copytree(study_dir.parent, copy, ignore=shutil.ignore_patterns(".cache"))
+    fed = summaries(study_dir)["fedavg", 1]
+    env_path = record.run_dir(copy, fed["task_hash"], 1) / record.ENV
+    env = json.loads(env_path.read_text())
+    env["git"] = {"commit": "0" * 40, "dirty": True}
+    env_path.write_text(json.dumps(env))
+    assert cli.main(["compare", str(copy / "tiny")]) == 0
+    warnings = capsys.readouterr().err
+    assert "git commits" in warnings and "modified working tree" in warnings and "fedavg" in warnings
+
+
+def test_compare_pivot_baseline_and_html(study_dir, capsys):
+    assert cli.main(["compare", str(study_dir), "--pivot", "privacy", "algorithm",
+                     "--format", "html"]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith("<table>") and "privacy \\ algorithm" in output and "gaussian" in output
+    assert cli.main(["compare", str(study_dir), "--baseline", "fedavg"]) == 0
+    assert "Δ ndcg@10 vs fedavg" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, legend", [("convergence", "fedavg + DP"), ("privacy-utility", "natural")])
+def test_plot_writes_png_and_svg(study_dir, tmp_path, capsys, kind, legend):
+    stem = tmp_path / "figures" / kind
+    assert cli.main(["plot", str(study_dir), "--kind", kind, "--output", str(stem)]) == 0
+    png, svg = stem.parent / f"{kind}.png", stem.parent / f"{kind}.svg"
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    text = svg.read_text()
+    assert "<svg" in text and legend in text and "centralized" in text  # legend and reference lines
+    assert capsys.readouterr().out.split() == [str(png), str(svg)]

@@ -1,4 +1,4 @@
-"""The `tff-rec` command: run, study, compare, data, privacy."""
+"""The `tff-rec` command: run, study, compare, plot, data, privacy."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from tff_rec.quiet import silence
 from tff_rec.spec import SpecError
 
 DEFAULT_OUT = Path("results")
+FORMATS = ("markdown", "latex", "csv", "html")
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -23,9 +24,13 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from tff_rec import runner, spec
 
+    from tff_rec import record
+
     task = spec.load_task(args.task, _overrides(args.set))
-    result = runner.run_task(task, args.seed, Path(args.out), study=args.study,
-                             progress=not args.no_progress)
+    result = runner.run_task(task, args.seed, Path(args.out), progress=not args.no_progress)
+    record.add_to_manifest(Path(args.out), args.study or task.name,
+                           {"label": task.name, "task_hash": task.hash, "axes": {}, "overrides": {}},
+                           args.seed)
     summary = result.summary
     state = "already complete, not re-run" if result.skipped else "done"
     if not result.skipped and summary.get("resumed_from_round"):
@@ -46,21 +51,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.dry_run:
         return _print_plan(runner.plan_study(study, out))
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1. Found {args.jobs}.")
     finished = runner.run_study(study, out, progress=not args.no_progress,
-                                retry_failed=args.retry_failed)
+                                retry_failed=args.retry_failed, jobs=args.jobs)
     skipped = sum(r.skipped and r.error is None for r in finished)
     failed = [r for r in finished if r.error is not None]
     print(f"study {study.name}: {len(finished)} runs ({skipped} already complete, "
-          f"{len(failed)} failed) in {out / study.name}")
+          f"{len(failed)} failed); manifest {out / study.name / 'study.json'}, records in {out / 'runs'}")
     for failure in failed:
         print(f"  failed: {failure.path}: {failure.error}", file=sys.stderr)
     if failed:
         print("  re-run with --retry-failed to try them again", file=sys.stderr)
     if len(failed) < len(finished):
         table = results.compare(results.load_runs([out / study.name]), study.metrics)
-        labels = [v.label for v in study.variants]
-        table = table[table["label"].isin(labels)]
-        table = table.iloc[table["label"].map(labels.index).argsort()].reset_index(drop=True)
         print(results.format_table(table, study.metrics, args.format))
     return 1 if failed else 0
 
@@ -81,8 +85,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tff_rec import results
 
     runs = results.load_runs(args.dirs)
-    table = results.compare(runs, args.metrics, stage=args.stage, columns=args.columns)
+    for warning in results.provenance_warnings(runs):
+        print(f"tff-rec: warning: {warning}", file=sys.stderr)
+    if args.pivot:
+        relative_to = None if args.relative_to == "none" else args.relative_to
+        table = results.pivot(runs, *args.pivot, metric=args.metrics[0], stage=args.stage,
+                              relative_to=relative_to)
+        print(results.format_pivot(table, args.format))
+        return 0
+    table = results.compare(runs, args.metrics, stage=args.stage, columns=args.columns,
+                            baseline=args.baseline)
     print(results.format_table(table, args.metrics, args.format, columns=args.columns))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from tff_rec import plots, results
+
+    runs = results.load_runs(args.dirs)
+    options = {"by": args.by} if args.kind == "privacy-utility" else {}
+    figure = plots.PLOTS[args.kind](runs, metric=args.metric, **options)
+    for path in plots.save(figure, args.output):
+        print(path)
     return 0
 
 
@@ -211,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", type=Path)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default=DEFAULT_OUT, help="results folder (default: results)")
-    run.add_argument("--study", default=None, help="study folder name (default: the task's name)")
+    run.add_argument("--study", default=None,
+                     help="study whose manifest lists the run (default: the task's name)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a task key, e.g. --set algorithm.rounds=5")
     run.add_argument("--no-progress", action="store_true")
@@ -220,21 +245,40 @@ def build_parser() -> argparse.ArgumentParser:
     study = commands.add_parser("study", help="run a study (variants × seeds) and print its table")
     study.add_argument("study", type=Path)
     study.add_argument("--out", default=DEFAULT_OUT)
-    study.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
+    study.add_argument("--format", choices=FORMATS, default="markdown")
     study.add_argument("--no-progress", action="store_true")
     study.add_argument("--dry-run", action="store_true",
                        help="list every run (label, hash, seed, state) and the client updates planned")
     study.add_argument("--retry-failed", action="store_true", help="run recorded failures again")
+    study.add_argument("--jobs", type=int, default=1,
+                       help="runs at once, in separate processes sharing the cores (default 1)")
     study.set_defaults(handler=cmd_study)
 
     compare = commands.add_parser("compare", help="table of runs: mean ± 95%% CI over seeds")
     compare.add_argument("dirs", nargs="+", type=Path)
-    compare.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
+    compare.add_argument("--format", choices=FORMATS, default="markdown")
     compare.add_argument("--metrics", nargs="+", default=["ndcg@10", "hr@10"])
     compare.add_argument("--stage", choices=("test", "val"), default="test")
     compare.add_argument("--columns", nargs="+", default=[], metavar="COLUMN",
-                         help="extra columns, e.g. het_mean_js_divergence het_examples_per_client_gini")
+                         help="extra columns, e.g. het_mean_js_divergence wall_seconds peak_rss_mb")
+    compare.add_argument("--baseline", default=None, metavar="LABEL",
+                         help="paired t-test over seeds of every row against this variant")
+    compare.add_argument("--pivot", nargs=2, metavar=("ROW_AXIS", "COL_AXIS"),
+                         help="grid table of the first metric, e.g. --pivot partition privacy")
+    compare.add_argument("--relative-to", default="auto", metavar="LABEL",
+                         help="pivot: relative change against this variant (default: the "
+                              "centralized one; 'none' to leave it out)")
     compare.set_defaults(handler=cmd_compare)
+
+    plot = commands.add_parser("plot", help="figures (PNG and SVG): convergence, utility vs privacy")
+    plot.add_argument("dirs", nargs="+", type=Path)
+    plot.add_argument("--kind", choices=("convergence", "privacy-utility"), default="convergence")
+    plot.add_argument("--metric", default="ndcg@10")
+    plot.add_argument("--by", default="partition",
+                      help="privacy-utility: one line per value of this grid axis or record column")
+    plot.add_argument("--output", type=Path, required=True,
+                      help="file stem: writes STEM.png and STEM.svg")
+    plot.set_defaults(handler=cmd_plot)
 
     data = commands.add_parser("data", help="datasets and partitions").add_subparsers(
         dest="data_command", required=True)

@@ -1,4 +1,4 @@
-"""A progress bar per run: round, loss, latest validation metric and ε."""
+"""Progress bars: one per run (round, loss, latest validation metric, ε), one per parallel study."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -31,6 +31,26 @@ class RunProgress:
             self._bar.update(1)
 
     def __enter__(self) -> "RunProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+class StudyProgress:
+    """tqdm bar over a study's runs when they run in parallel (per-run bars would interleave)."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self._bar = tqdm(total=total, desc="study", unit="run", leave=True, dynamic_ncols=True,
+                         disable=None if enabled else True)
+        self._failed = 0
+
+    def finished(self, description: str, ok: bool) -> None:
+        self._failed += not ok
+        self._bar.set_postfix({"last": description, "failed": self._failed}, refresh=False)
+        self._bar.update(1)
+
+    def __enter__(self) -> "StudyProgress":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,8 @@
-"""Run records on disk: results/<study>/<task-hash>/seed-<n>/.
+"""Run records on disk: results/runs/<task-hash>/seed-<n>/, and study manifests.
+
+A run record belongs to its task, not to a study: two studies (or `tff-rec run`s) of one task
+share its records. A study folder results/<study>/ holds only its manifest, study.json: the
+variants' labels, task hashes and grid coordinates, and the seeds; tables read runs through it.
 
 A record holds config.toml (the resolved task), metrics.csv (per round), summary.json (final
 metrics, ε, wall time), privacy.json (the ε ledger) and env.json (package versions, git commit).
@@ -27,6 +31,8 @@ ENV = "env.json"
 FAILED = "failed.json"  # a study run that raised: its error, until it is retried
 CHECKPOINTS = "checkpoints"  # in-progress state; removed when the run completes
 CHECKPOINT_ROWS = "rows.json"
+RUNS = "runs"  # results/runs/<task-hash>/seed-<n>/
+MANIFEST = "study.json"  # results/<study>/study.json
 PACKAGES = (
     "tff-rec", "tensorflow", "tensorflow-federated", "tensorflow-privacy", "dp-accounting",
     "keras-nlp", "tensorflow-text", "numpy", "pandas",
@@ -42,8 +48,52 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def run_dir(out: Path, study: str, task_hash: str, seed: int) -> Path:
-    return Path(out) / study / task_hash / f"seed-{seed}"
+def run_dir(out: Path, task_hash: str, seed: int) -> Path:
+    """The record folder of a task (by hash) at one seed."""
+    return Path(out) / RUNS / task_hash / f"seed-{seed}"
+
+
+def manifest_path(out: Path, study: str) -> Path:
+    return Path(out) / study / MANIFEST
+
+
+def write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
+    """Write a study's manifest (see `study_manifest`) to results/<study>/study.json."""
+    write_json(manifest_path(out, manifest["name"]), manifest)
+
+
+def study_manifest(name: str, source: str, seeds: Sequence[int], metrics: Sequence[str],
+                   variants: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A manifest: variants are {label, task_hash, axes, overrides} dicts, in table order."""
+    return {"name": name, "source": source, "seeds": list(seeds), "metrics": list(metrics),
+            "variants": [dict(v) for v in variants]}
+
+
+def add_to_manifest(out: Path, study: str, variant: Mapping[str, Any], seed: int) -> None:
+    """Add one variant and seed to a study's manifest (creating it): what `tff-rec run` records.
+
+    A variant with the same label is replaced (a task file edited and re-run keeps its name).
+    """
+    path = manifest_path(out, study)
+    manifest = read_manifest(path.parent) if path.is_file() else study_manifest(study, "tff-rec run", [], [], [])
+    manifest["variants"] = [v for v in manifest["variants"] if v["label"] != variant["label"]] + [dict(variant)]
+    manifest["seeds"] = sorted(set(manifest["seeds"]) | {seed})
+    write_manifest(out, manifest)
+
+
+def read_manifest(study_dir: Path) -> dict[str, Any]:
+    """The manifest of a study folder; ValueError naming the file when it is malformed."""
+    path = Path(study_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable study manifest ({error})") from None
+    well_formed = isinstance(manifest, dict) and {"name", "seeds", "variants"} <= manifest.keys() and all(
+        isinstance(v, dict) and {"label", "task_hash"} <= v.keys() for v in manifest["variants"]
+    )
+    if not well_formed:
+        raise ValueError(f"{path}: not a study manifest: it needs name, seeds, and variants with label and task_hash")
+    return manifest
 
 
 def is_complete(path: Path) -> bool:
@@ -146,17 +196,21 @@ def _toml_value(value: Any) -> str:
 
 
 def environment() -> dict[str, Any]:
-    """Package versions, Python, platform, CPU count and the git commit of the working tree."""
+    """Package versions, Python, platform, CPU model and count, git commit and dirtiness, uv.lock hash."""
     versions = {}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    from tff_rec import usage
+
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_model": usage.cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
         "packages": versions,
         "git": git_state(),
         "uv_lock_sha256": _file_sha256(_repo_root() / "uv.lock"),

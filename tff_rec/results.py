@@ -1,57 +1,142 @@
-"""Reading run records and comparing them across seeds.
+"""Reading run records and comparing them across seeds: the results API notebooks use.
 
-`load_runs(paths)` gives one row per run record; `compare(runs, metrics)` one row per task with
-the mean and 95% Student-t confidence interval across seeds; `format_table` renders it as
-Markdown, CSV or LaTeX. This is the API notebooks use.
+- `load_runs(paths)`: one row per complete run record (through study manifests where given).
+- `compare(runs, metrics, baseline=...)`: one row per variant, mean and 95% Student-t CI across
+  seeds, optionally a paired t-test over seeds against a baseline variant.
+- `pivot(runs, row_axis, col_axis, metric)`: a grid table of one metric (e.g. partitioning ×
+  privacy), with the relative change against a reference row (e.g. centralized).
+- `format_table` / `format_pivot`: Markdown, LaTeX (booktabs), CSV and HTML.
+- `provenance_warnings(runs)`: what differs in code or packages between the runs compared.
 """
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import math
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
 from tff_rec import record
 
 DEFAULT_METRICS = ("ndcg@10", "hr@10")
-ORDER = {"popularity": 0, "centralized": 1, "fedavg": 2}
+ORDER = {"popularity": 0, "centralized": 1}
+IDENTITY = (
+    "label", "task_hash", "seed", "dataset", "model", "algorithm", "partition", "privacy",
+    "epsilon", "delta", "privacy_unit",
+)
+NOT_COLUMNS = {"seed", "resumed_from_round"}  # numeric summary keys that are not measurements
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _run_row(directory: Path) -> dict[str, Any]:
+    """One record's identity, metrics (test_/val_), heterogeneity (het_), measurements, provenance."""
+    summary = json.loads((directory / record.SUMMARY).read_text())
+    row = {k: summary.get(k) for k in IDENTITY}
+    row["study"] = summary.get("study")  # records made before study manifests existed
+    row.update({
+        k: v for k, v in summary.items()
+        if k not in row and k not in NOT_COLUMNS and isinstance(v, (int, float)) and not isinstance(v, bool)
+    })
+    row.update({f"test_{k}": v for k, v in summary["test"].items() if k != "users"})
+    row.update({f"val_{k}": v for k, v in summary["validation"].items() if k != "users"})
+    row.update({
+        f"het_{k}": v for k, v in (summary.get("heterogeneity") or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    })
+    row.update(_provenance(directory))
+    row["path"] = str(directory)
+    return row
+
+
+def _provenance(directory: Path) -> dict[str, Any]:
+    env_path = directory / record.ENV
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    packages = env.get("packages") or {}
+    return {
+        "git_commit": (env.get("git") or {}).get("commit"),
+        "git_dirty": (env.get("git") or {}).get("dirty"),
+        "packages": ", ".join(f"{k}=={v}" for k, v in sorted(packages.items()) if k != "tff-rec"),
+        "uv_lock_sha256": env.get("uv_lock_sha256"),
+        "cpu_model": env.get("cpu_model"),
+    }
+
+
+def _study_rows(study_dir: Path) -> list[dict[str, Any]]:
+    """The runs a study manifest lists (complete ones), labelled as the study labels them."""
+    manifest = record.read_manifest(study_dir)
+    out = study_dir.parent
+    rows = []
+    for order, variant in enumerate(manifest["variants"]):
+        for seed in manifest["seeds"]:
+            directory = record.run_dir(out, variant["task_hash"], seed)
+            if not record.is_complete(directory):
+                continue
+            row = _run_row(directory)
+            row.update(study=manifest["name"], label=variant["label"], order=order)
+            row.update({f"axis_{k}": v for k, v in (variant.get("axes") or {}).items()})
+            rows.append(row)
+    return rows
 
 
 def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
-    """One row per complete run record below `paths`: identity columns plus flat metrics.
+    """One row per complete run record below `paths`.
 
-    Columns: study, label, task_hash, seed, algorithm, partition, privacy, epsilon, delta,
-    wall_seconds, `test_<metric>` and `val_<metric>` for every metric in the summary, and
-    `het_<statistic>` for the partition's heterogeneity statistics, and `path`.
+    A path holding study.json is read through that manifest (its labels, its seeds, its grid axes
+    as `axis_<name>` columns); a folder holding study folders gives all of them; any other path
+    gives the records below it. Columns: study, label, task_hash, seed, model, algorithm,
+    partition, privacy, epsilon, delta, privacy_unit, numeric measurements (wall_seconds,
+    cpu_seconds, peak_rss_mb, ...), `test_<metric>`, `val_<metric>`, `het_<statistic>`,
+    provenance (git_commit, git_dirty, packages, uv_lock_sha256, cpu_model), and `path`.
     """
-    rows = []
-    for directory in record.find_runs(Path(p) for p in paths):
-        summary = json.loads((directory / record.SUMMARY).read_text())
-        row = {k: summary.get(k) for k in (
-            "study", "label", "task_hash", "seed", "dataset", "algorithm", "partition",
-            "privacy", "epsilon", "delta", "privacy_unit", "wall_seconds", "rounds",
-        )}
-        row.update({f"test_{k}": v for k, v in summary["test"].items() if k != "users"})
-        row.update({f"val_{k}": v for k, v in summary["validation"].items() if k != "users"})
-        row.update({
-            f"het_{k}": v for k, v in (summary.get("heterogeneity") or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        })
-        row["path"] = str(directory)
-        rows.append(row)
+    paths = [Path(p) for p in paths]
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        manifests = [path / record.MANIFEST] if (path / record.MANIFEST).is_file() else sorted(
+            path.glob(f"*/{record.MANIFEST}"))
+        if manifests:
+            for manifest in manifests:
+                rows.extend(_study_rows(manifest.parent))
+        else:
+            rows.extend(_run_row(directory) for directory in record.find_runs([path]))
     if not rows:
         raise FileNotFoundError(
-            f"no complete run records (summary.json) below {', '.join(map(str, paths))}"
+            f"no complete run records (summary.json) for {', '.join(map(str, paths))}"
         )
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    runs["study"] = runs["study"].fillna("runs")
+    return runs
 
 
 def load_metrics(run_path: Path | str) -> pd.DataFrame:
     """The per-round metrics of one run (its metrics.csv)."""
     return pd.read_csv(Path(run_path) / record.METRICS)
+
+
+def load_curves(runs: pd.DataFrame, metric: str = "val_ndcg@10") -> pd.DataFrame:
+    """Per-round values of `metric` for every run: columns study, label, seed, round, value."""
+    frames = []
+    for _, run in runs.iterrows():
+        rounds = load_metrics(run["path"])
+        if metric not in rounds:
+            continue
+        present = rounds[["round", metric]].dropna()
+        frames.append(pd.DataFrame({
+            "study": run["study"], "label": run["label"], "seed": run["seed"],
+            "round": present["round"].to_numpy(), "value": present[metric].to_numpy(),
+        }))
+    if not frames:
+        raise KeyError(f"no run records a per-round {metric!r}")
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- statistics
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -66,44 +151,170 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, float(sem * stats.t.ppf((1 + confidence) / 2, len(clean) - 1))
 
 
-def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
-            stage: str = "test", columns: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per task (study, label, hash): seeds, metric mean ± CI, ε mean ± CI.
+def paired_test(values: pd.Series, baseline: pd.Series) -> tuple[float, float, int]:
+    """Mean difference and two-sided paired t-test p-value over the seeds both have.
 
-    columns: further run columns (e.g. `het_mean_js_divergence`, `wall_seconds`) shown as their
-    mean over seeds.
+    `values` and `baseline` are indexed by seed. Returns (mean difference, p, pairs); p is nan
+    with fewer than two pairs or when the differences do not vary (the t statistic is then
+    undefined), and 1.0 when every difference is zero.
     """
-    for column in columns:
-        if column not in runs:
+    both = pd.concat([values, baseline], axis=1, join="inner").dropna()
+    if len(both) == 0:
+        return math.nan, math.nan, 0
+    differences = both.iloc[:, 0].astype(float) - both.iloc[:, 1].astype(float)
+    if len(both) < 2:
+        return float(differences.mean()), math.nan, len(both)
+    if np.allclose(differences, differences.iloc[0], rtol=1e-9, atol=1e-12):
+        no_change = np.isclose(differences.iloc[0], 0.0, atol=1e-12)
+        return float(differences.mean()), (1.0 if no_change else math.nan), len(both)
+    result = stats.ttest_rel(both.iloc[:, 0].astype(float), both.iloc[:, 1].astype(float))
+    return float(differences.mean()), float(result.pvalue), len(both)
+
+
+def _check_columns(runs: pd.DataFrame, wanted: Sequence[str], stage: str, metrics: Sequence[str]) -> None:
+    for metric in metrics:
+        if f"{stage}_{metric}" not in runs:
             raise KeyError(
-                f"column {column!r} is not in the records; available: "
-                f"{', '.join(sorted(c for c in runs if c.startswith('het_')) + ['wall_seconds', 'rounds'])}"
+                f"metric {metric!r} is not in the records; available: "
+                f"{', '.join(sorted(c[len(stage) + 1:] for c in runs if c.startswith(stage + '_')))}"
             )
+    for column in wanted:
+        if column not in runs:
+            numeric = [c for c in runs.select_dtypes("number") if c not in ("seed", "order")]
+            raise KeyError(f"column {column!r} is not in the records; available: {', '.join(sorted(numeric))}")
+
+
+def _variant_order(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs sorted into table order: manifest order where known, else baselines first."""
+    fallback = runs["algorithm"].map(ORDER).fillna(len(ORDER))
+    order = runs["order"].fillna(fallback + 1e6) if "order" in runs else fallback
+    return runs.assign(_order=order).sort_values(["study", "_order", "label", "seed"], kind="stable")
+
+
+def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage: str = "test",
+            columns: Sequence[str] = (), baseline: Optional[str] = None) -> pd.DataFrame:
+    """One row per variant (study, label, hash): seeds, metric mean ± CI, ε mean ± CI.
+
+    columns: further numeric run columns (e.g. `het_mean_js_divergence`, `wall_seconds`),
+    shown as their mean over seeds. baseline: the label of a variant to test every row against:
+    adds `<metric>_diff` (mean paired difference) and `<metric>_p` (paired t-test over seeds).
+    """
+    _check_columns(runs, columns, stage, metrics)
+    ordered = _variant_order(runs)
+    reference = None
+    if baseline is not None:
+        reference = ordered[ordered["label"] == baseline]
+        if reference.empty:
+            raise KeyError(f"baseline {baseline!r} is not a label of these runs; labels: "
+                           f"{', '.join(dict.fromkeys(ordered['label']))}")
     rows = []
-    for (study, label, task_hash), group in runs.groupby(["study", "label", "task_hash"], sort=False):
+    for (study, label, task_hash), group in ordered.groupby(["study", "label", "task_hash"], sort=False):
         first = group.iloc[0]
         row = {
             "study": study, "label": label, "task_hash": task_hash,
             "algorithm": first["algorithm"], "partition": first["partition"],
-            "privacy": first["privacy"], "seeds": len(group),
+            "privacy": first["privacy"], "seeds": group["seed"].nunique(),
         }
+        row.update({c: first[c] for c in group if c.startswith("axis_")})
         for metric in metrics:
             column = f"{stage}_{metric}"
-            if column not in group:
-                raise KeyError(
-                    f"metric {metric!r} is not in the records; available: "
-                    f"{', '.join(sorted(c[len(stage) + 1:] for c in group if c.startswith(stage + '_')))}"
-                )
             row[metric], row[f"{metric}_ci"] = mean_ci(group[column].tolist())
+            if reference is not None:
+                row[f"{metric}_diff"], row[f"{metric}_p"], _ = paired_test(
+                    group.set_index("seed")[column], reference.set_index("seed")[column])
         row["epsilon"], row["epsilon_ci"] = mean_ci(group["epsilon"].tolist())
         row["delta"] = first["delta"]
         for column in columns:
             row[column] = pd.to_numeric(group[column], errors="coerce").mean()
         rows.append(row)
     table = pd.DataFrame(rows)
-    order = table["algorithm"].map(ORDER).fillna(len(ORDER))
-    ordered = table.assign(_order=order).sort_values(["study", "_order", "label"], kind="stable")
-    return ordered.drop(columns="_order").reset_index(drop=True)
+    table.attrs["baseline"] = baseline
+    return table
+
+
+def provenance_warnings(runs: pd.DataFrame) -> list[str]:
+    """Sentences naming what differs between the runs' code and packages (empty if nothing)."""
+    warnings = []
+    commits = sorted(set(runs["git_commit"].dropna()))
+    if len(commits) > 1:
+        warnings.append(f"runs come from {len(commits)} git commits: {', '.join(c[:10] for c in commits)}")
+    if runs["git_dirty"].fillna(False).astype(bool).any():
+        dirty = runs[runs["git_dirty"].fillna(False).astype(bool)]["label"].unique()
+        warnings.append(f"runs made from a modified working tree (uncommitted changes): {', '.join(dirty)}")
+    for column, what in (("packages", "package versions"), ("uv_lock_sha256", "uv.lock files")):
+        values = set(runs[column].dropna())
+        if len(values) > 1:
+            warnings.append(f"runs were made with {len(values)} different {what}")
+    return warnings
+
+
+# ---------------------------------------------------------------- pivot
+
+
+@dataclasses.dataclass(frozen=True)
+class Pivot:
+    """A grid of one metric: `mean`, `ci` and `relative` (change vs the reference) share one shape.
+
+    references: variants outside the grid (e.g. centralized, popularity): label → (mean, ci).
+    """
+
+    metric: str
+    row_axis: str
+    col_axis: str
+    mean: pd.DataFrame
+    ci: pd.DataFrame
+    relative: Optional[pd.DataFrame]
+    reference_label: Optional[str]
+    references: dict[str, tuple[float, float]]
+
+
+def _axis_column(runs: pd.DataFrame, axis: str) -> str:
+    for column in (f"axis_{axis}", axis):
+        if column in runs:
+            return column
+    axes = sorted(c[5:] for c in runs if c.startswith("axis_"))
+    raise KeyError(f"axis {axis!r} is not in the records; grid axes: {', '.join(axes) or 'none'}; "
+                   "record columns such as partition, privacy, algorithm also work")
+
+
+def pivot(runs: pd.DataFrame, row_axis: str, col_axis: str, metric: str = "ndcg@10",
+          stage: str = "test", relative_to: Optional[str] = "auto") -> Pivot:
+    """Mean ± CI of `metric` for every (row, column) value pair of two axes.
+
+    relative_to: label of the reference variant for the relative change (in %); "auto" picks the
+    study's centralized variant when there is exactly one, None leaves it out.
+    """
+    _check_columns(runs, (), stage, [metric])
+    row_column, col_column = _axis_column(runs, row_axis), _axis_column(runs, col_axis)
+    ordered = _variant_order(runs)
+    column = f"{stage}_{metric}"
+    in_grid = ordered[row_column].notna() & ordered[col_column].notna()
+    cells = ordered[in_grid].groupby([row_column, col_column], sort=False)[column].apply(list)
+    rows = list(dict.fromkeys(ordered[in_grid][row_column]))
+    cols = list(dict.fromkeys(ordered[in_grid][col_column]))
+    mean = pd.DataFrame(index=rows, columns=cols, dtype=float)
+    ci = pd.DataFrame(index=rows, columns=cols, dtype=float)
+    for (r, c), values in cells.items():
+        mean.loc[r, c], ci.loc[r, c] = mean_ci(values)
+    references = {
+        label: mean_ci(group[column].tolist())
+        for label, group in ordered[~in_grid].groupby("label", sort=False)
+    }
+    if relative_to == "auto":
+        central = ordered[~in_grid & (ordered["algorithm"] == "centralized")]["label"].unique()
+        relative_to = central[0] if len(central) == 1 else None
+    relative = None
+    if relative_to is not None:
+        if relative_to not in references:
+            raise KeyError(f"reference {relative_to!r} is not a variant outside the grid; "
+                           f"those are: {', '.join(references) or 'none'}")
+        relative = 100 * (mean / references[relative_to][0] - 1)
+    for frame in (mean, ci):
+        frame.index.name, frame.columns.name = row_axis, col_axis
+    return Pivot(metric, row_axis, col_axis, mean, ci, relative, relative_to, references)
+
+
+# ---------------------------------------------------------------- rendering
 
 
 def _cell(mean: float, ci: float, digits: int = 4) -> str:
@@ -120,6 +331,13 @@ def _number_cell(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.3f}"
 
 
+def _p_cell(difference: float, p: float) -> str:
+    if math.isnan(difference):
+        return "–"
+    shown = "–" if math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else "<0.001")
+    return f"{difference:+.4f} (p={shown})"
+
+
 def _epsilon_cell(row: pd.Series) -> str:
     if math.isnan(row["epsilon"]):
         return "∞" if row["privacy"] not in ("none", None) else "–"
@@ -128,27 +346,50 @@ def _epsilon_cell(row: pd.Series) -> str:
 
 def display_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
                   columns: Sequence[str] = ()) -> pd.DataFrame:
-    """The human-readable table: label, seeds, `mean ± CI` per metric, ε, extra columns."""
+    """The human-readable table: label, seeds, `mean ± CI` per metric, Δ (p) vs the baseline, ε, columns."""
     shown = pd.DataFrame({"task": table["label"], "seeds": table["seeds"]})
     if table["study"].nunique() > 1:
         shown.insert(0, "study", table["study"])
+    baseline = table.attrs.get("baseline")
     for metric in metrics:
         shown[metric] = [_cell(m, c) for m, c in zip(table[metric], table[f"{metric}_ci"])]
+        if baseline is not None:
+            shown[f"Δ {metric} vs {baseline}"] = [
+                _p_cell(d, p) for d, p in zip(table[f"{metric}_diff"], table[f"{metric}_p"])]
     shown["ε"] = [_epsilon_cell(row) for _, row in table.iterrows()]
     for column in columns:
         shown[column.removeprefix("het_")] = [_number_cell(v) for v in table[column]]
     return shown
 
 
+def pivot_display(result: Pivot) -> pd.DataFrame:
+    """The pivot as text cells: `mean ± CI (+x% vs reference)`, reference rows appended."""
+    def text(r: Any, c: Any) -> str:
+        cell = _cell(result.mean.loc[r, c], result.ci.loc[r, c])
+        if result.relative is not None and not math.isnan(result.relative.loc[r, c]):
+            cell += f" ({result.relative.loc[r, c]:+.0f}%)"
+        return cell
+
+    shown = pd.DataFrame(
+        [[str(r)] + [text(r, c) for c in result.mean.columns] for r in result.mean.index],
+        columns=[f"{result.row_axis} \\ {result.col_axis}", *map(str, result.mean.columns)],
+    )
+    for label, (mean, ci) in result.references.items():
+        shown.loc[len(shown)] = [label, _cell(mean, ci)] + [""] * (len(result.mean.columns) - 1)
+    return shown
+
+
 def _markdown(shown: pd.DataFrame) -> str:
     header = "| " + " | ".join(shown.columns) + " |"
-    rule = "|" + "|".join("---" if i < 2 else "--:" for i in range(len(shown.columns))) + "|"
+    rule = "|" + "|".join(
+        "---" if i == 0 or c in ("study", "task") else "--:" for i, c in enumerate(shown.columns)) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
 LATEX_REPLACEMENTS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
-                      "±": r"$\pm$", "ε": r"$\varepsilon$", "δ": r"$\delta$", "∞": r"$\infty$", "–": "--"}
+                      "±": r"$\pm$", "ε": r"$\varepsilon$", "δ": r"$\delta$", "∞": r"$\infty$", "–": "--",
+                      "α": r"$\alpha$", "μ": r"$\mu$", "Δ": r"$\Delta$", "·": r"$\cdot$"}
 
 
 def _latex_cell(value: object) -> str:
@@ -160,7 +401,7 @@ def _latex_cell(value: object) -> str:
 
 def _latex(shown: pd.DataFrame) -> str:
     """A booktabs tabular: left-aligned labels, right-aligned numbers."""
-    columns = "".join("l" if c in ("study", "task") else "r" for c in shown.columns)
+    columns = "l" + "r" * (len(shown.columns) - 1)
     lines = [rf"\begin{{tabular}}{{{columns}}}", r"\toprule",
              " & ".join(_latex_cell(c) for c in shown.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(_latex_cell(v) for v in row) + r" \\" for row in shown.itertuples(index=False)]
@@ -168,14 +409,41 @@ def _latex(shown: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-FORMATTERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
-    "markdown": lambda table, shown: _markdown(shown),
-    "latex": lambda table, shown: _latex(shown),
-    "csv": lambda table, shown: table.to_csv(index=False, float_format="%.6g"),
+def _html(shown: pd.DataFrame) -> str:
+    """A plain HTML table (escaped), numbers right-aligned."""
+    right = ' style="text-align:right"'
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td{'' if i == 0 else right}>{html.escape(str(v))}</td>" for i, v in enumerate(row)
+        ) + "</tr>\n"
+        for row in shown.itertuples(index=False)
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+FORMATS = ("markdown", "latex", "csv", "html")
+RENDERERS: dict[str, Callable[[pd.DataFrame], str]] = {
+    "markdown": _markdown, "latex": _latex, "html": _html,
+    "csv": lambda shown: shown.to_csv(index=False),
 }
 
 
 def format_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
                  fmt: str = "markdown", columns: Sequence[str] = ()) -> str:
-    """Render a `compare` table: markdown and latex show mean ± CI; csv gives raw columns."""
-    return FORMATTERS[fmt](table, display_table(table, metrics, columns)).rstrip("\n")
+    """Render a `compare` table: markdown, latex and html show mean ± CI; csv gives raw columns."""
+    if fmt == "csv":
+        return table.to_csv(index=False, float_format="%.6g").rstrip("\n")
+    return RENDERERS[fmt](display_table(table, metrics, columns)).rstrip("\n")
+
+
+def format_pivot(result: Pivot, fmt: str = "markdown") -> str:
+    """Render a pivot: text cells for markdown/latex/html; csv gives means, CIs and relative change."""
+    if fmt == "csv":
+        frames = {"mean": result.mean, "ci": result.ci}
+        if result.relative is not None:
+            frames["relative_percent"] = result.relative
+        long = pd.concat({k: v.stack(dropna=False) for k, v in frames.items()}, axis=1)
+        return long.reset_index().to_csv(index=False, float_format="%.6g").rstrip("\n")
+    return RENDERERS[fmt](pivot_display(result)).rstrip("\n")
+

@@ -2,25 +2,31 @@
 
 The runner is the one place that knows every stage: it prepares the data, hands a RunContext to
 the trainer the task names, evaluates the result on validation and test items, and writes the
-record (results/<study>/<task-hash>/seed-<n>/). Bad input fails before any file is written; a run
+record (results/runs/<task-hash>/seed-<n>/). Bad input fails before any file is written; a run
 that fails later leaves its checkpoints but never a summary.json, so it never looks finished.
+A study writes its manifest (results/<study>/study.json) and runs what is missing, one run at a
+time or `jobs` at once in separate processes.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
-import resource
+import multiprocessing
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from tff_rec import evaluation, record, runtime, seeds
+from tff_rec import evaluation, record, runtime, seeds, usage
 from tff_rec.prepare import PreparedData, prepare
-from tff_rec.progress import RunProgress
+from tff_rec.progress import RunProgress, StudyProgress
 from tff_rec.spec import StudySpec, TaskSpec
 from tff_rec.training import TRAINERS
 from tff_rec.training.context import RunContext, ScoreFn
@@ -53,16 +59,37 @@ def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
     return evaluate
 
 
-def run_task(task: TaskSpec, seed: int, out: Path, study: Optional[str] = None,
-             progress: bool = True, cache_dir: Optional[Path] = None) -> RunResult:
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold a lock file: two processes never run one task at one seed at the same time."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_task(task: TaskSpec, seed: int, out: Path, progress: bool = True,
+             cache_dir: Optional[Path] = None) -> RunResult:
     """Run `task` at `seed` unless its record is already complete; return the record's summary."""
-    study = study or task.name
-    directory = record.run_dir(out, study, task.hash, seed)
+    directory = record.run_dir(out, task.hash, seed)
     if record.is_complete(directory):
         return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
+    data = prepare(task)  # bad input fails here, before any folder exists
+    cache_dir = Path(cache_dir or Path(out) / ".cache")
+    with _exclusive(cache_dir / f"run-{task.hash}-seed-{seed}.lock"):
+        if record.is_complete(directory):  # another process finished it while we waited
+            return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
+        return _run(task, seed, data, directory, cache_dir, progress)
+
+
+def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_dir: Path,
+         progress: bool) -> RunResult:
     started = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
-    data = prepare(task)
+    usage.reset_peak()
     rows: list[dict[str, Any]] = []
     total_rounds = _planned_rounds(task)
     with RunProgress(f"{task.name} · seed {seed}", total_rounds, enabled=progress) as bar:
@@ -76,22 +103,25 @@ def run_task(task: TaskSpec, seed: int, out: Path, study: Optional[str] = None,
             bar.update(row, resumed=resumed)
 
         context = RunContext(
-            task=task, seed=seed, data=data, run_dir=directory,
-            cache_dir=Path(cache_dir or Path(out) / ".cache"),
+            task=task, seed=seed, data=data, run_dir=directory, cache_dir=cache_dir,
             evaluate=_evaluator(task, seed, data), report=report, completed_rows=rows,
         )
+        worker = {"worker_cpu_seconds": 0.0, "worker_peak_rss_mb": 0.0}
         try:
             outcome = TRAINERS[task["algorithm"]["name"]](context)
         finally:
             # The TFF worker keeps what every computation it ran left behind (a study of 33 runs
             # grew it to 9 GB): each run gets a fresh one, started on its first TFF call.
+            worker = runtime.worker_usage()
             runtime.stop_workers()
         test = context.evaluate(outcome.score_fn, "test", 0)
     validation = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val_")} if rows else {}
+    cpu_seconds = round(time.process_time() - cpu, 3)
     summary = {
-        "study": study, "label": task.name, "task_hash": task.hash, "seed": seed,
+        "label": task.name, "task_hash": task.hash, "seed": seed,
         "dataset": task["data"]["dataset"], "algorithm": task["algorithm"]["name"],
         "partition": task["partition"]["scheme"], "privacy": task["privacy"]["mechanism"],
+        "model": task["model"]["name"],
         "rounds": total_rounds, "resumed_from_round": max(resumed_rounds, default=0),
         "validation": validation, "test": test,
         "epsilon": outcome.privacy["epsilon"] if outcome.privacy else None,
@@ -104,8 +134,14 @@ def run_task(task: TaskSpec, seed: int, out: Path, study: Optional[str] = None,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round(time.perf_counter() - wall, 3),
-        "cpu_seconds": round(time.process_time() - cpu, 3),  # this process; not the TFF worker
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # CPU time of this process and of the run's TFF worker (a child process).
+        "cpu_seconds": round(cpu_seconds + worker["worker_cpu_seconds"], 3),
+        "driver_cpu_seconds": cpu_seconds,
+        "worker_cpu_seconds": worker["worker_cpu_seconds"],
+        # Peak resident memory of this process during the run, and of the run's TFF worker.
+        "peak_rss_mb": usage.peak_rss_mb(),
+        "worker_peak_rss_mb": worker["worker_peak_rss_mb"],
+        **outcome.summary,
     }
     _write_record(directory, task, rows, summary, outcome.privacy)
     return RunResult(directory, summary, False)
@@ -130,30 +166,91 @@ def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]],
     shutil.rmtree(directory / record.CHECKPOINTS, ignore_errors=True)
 
 
+def manifest_entries(study: StudySpec) -> list[dict[str, Any]]:
+    """The study's variants as manifest entries: label, task hash, grid axes, overrides."""
+    return [
+        {"label": v.label, "task_hash": t.hash, "axes": dict(v.axes), "overrides": dict(v.overrides)}
+        for v, t in zip(study.variants, study.tasks)
+    ]
+
+
 def run_study(study: StudySpec, out: Path, progress: bool = True,
-              retry_failed: bool = False) -> list[RunResult]:
-    """Run every variant at every seed, skipping complete runs.
+              retry_failed: bool = False, jobs: int = 1) -> list[RunResult]:
+    """Run every variant at every seed, skipping complete runs; `jobs` runs at once.
 
     A run that fails is recorded (failed.json in its folder, with the error) and the study goes
     on; a recorded failure is retried only with `retry_failed` (it then resumes from its last
-    checkpoint, if it has one).
+    checkpoint, if it has one). Variants with the same task share its runs.
     """
-    results = []
+    record.write_manifest(out, record.study_manifest(
+        study.name, study.source, study.seeds, study.metrics, manifest_entries(study)))
+    results: dict[tuple[str, int], RunResult] = {}
+    pending: dict[tuple[str, int], TaskSpec] = {}
     for task in study.tasks:
         for seed in study.seeds:
-            directory = record.run_dir(out, study.name, task.hash, seed)
+            directory = record.run_dir(out, task.hash, seed)
             failure = directory / record.FAILED
             if failure.is_file() and not retry_failed:
                 error = json.loads(failure.read_text())["error"]
-                results.append(RunResult(directory, {}, True, error))
-                continue
-            failure.unlink(missing_ok=True)
-            try:
-                results.append(run_task(task, seed, out, study=study.name, progress=progress))
-            except Exception as error:  # noqa: BLE001 - recorded, reported, and the study goes on
-                message = f"{type(error).__name__}: {error}"
-                record.write_json(failure, {"label": task.name, "seed": seed, "error": message})
-                results.append(RunResult(directory, {}, False, message))
+                results[task.hash, seed] = RunResult(directory, {}, True, error)
+            elif record.is_complete(directory):
+                results[task.hash, seed] = RunResult(
+                    directory, json.loads((directory / record.SUMMARY).read_text()), True)
+            else:
+                pending[task.hash, seed] = task
+    if jobs <= 1 or len(pending) <= 1:
+        for (task_hash, seed), task in pending.items():
+            results[task_hash, seed] = run_recorded(task, seed, out, progress)
+    else:
+        results.update(_run_parallel(pending, out, jobs, progress))
+    return [results[task.hash, seed] for task in study.tasks for seed in study.seeds]
+
+
+def run_recorded(task: TaskSpec, seed: int, out: Path, progress: bool = False) -> RunResult:
+    """`run_task`, with a failure recorded in the run's failed.json instead of raised."""
+    directory = record.run_dir(out, task.hash, seed)
+    (directory / record.FAILED).unlink(missing_ok=True)
+    try:
+        return run_task(task, seed, out, progress=progress)
+    except Exception as error:  # noqa: BLE001 - recorded, reported, and the study goes on
+        message = f"{type(error).__name__}: {error}"
+        record.write_json(directory / record.FAILED, {"label": task.name, "seed": seed, "error": message})
+        return RunResult(directory, {}, False, message)
+
+
+def _init_job(threads: int) -> None:
+    """Set up a study job process: quiet logs, and its share of the cores for TF and TFF."""
+    from tff_rec.quiet import silence
+
+    silence(False)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    runtime.set_concurrency(threads)
+
+
+def _run_parallel(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int,
+                  progress: bool) -> dict[tuple[str, int], RunResult]:
+    """Run tasks in `jobs` separate processes, each given cores // jobs threads (at least one).
+
+    Processes are reused across runs (learning processes are cached per process); each run still
+    gets its own TFF worker.
+    """
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    results = {}
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_job, initargs=(threads,),
+    ) as pool, StudyProgress(len(pending), enabled=progress) as bar:
+        futures = {
+            pool.submit(run_recorded, task, key[1], Path(out)): (key, task)
+            for key, task in pending.items()
+        }
+        for future in concurrent.futures.as_completed(futures):
+            key, task = futures[future]
+            results[key] = future.result()
+            bar.finished(f"{task.name} · seed {key[1]}", results[key].error is None)
     return results
 
 
@@ -171,9 +268,10 @@ def plan_study(study: StudySpec, out: Path) -> list[PlannedRun]:
     planned = []
     for task in study.tasks:
         algorithm = task["algorithm"]
-        updates = algorithm["rounds"] * algorithm["clients_per_round"] if algorithm["name"] == "fedavg" else 0
+        federated = algorithm["name"] not in ("centralized", "popularity")
+        updates = algorithm["rounds"] * algorithm["clients_per_round"] if federated else 0
         for seed in study.seeds:
-            directory = record.run_dir(out, study.name, task.hash, seed)
+            directory = record.run_dir(out, task.hash, seed)
             if record.is_complete(directory):
                 state = "done"
             elif (directory / record.FAILED).is_file():

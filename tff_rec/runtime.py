@@ -14,6 +14,15 @@ from pathlib import Path
 
 WORKER_NAME = "worker_binary"
 _configured = False
+_concurrency: int | None = None  # computations at once in the worker; None = one per core
+
+
+def set_concurrency(calls: int) -> None:
+    """Cap the worker's concurrent computations (a study job's share of the cores)."""
+    global _concurrency
+    if calls < 1:
+        raise ValueError(f"concurrency must be positive. Found {calls}.")
+    _concurrency = calls
 
 
 def _children_named(name: str) -> list[int]:
@@ -37,6 +46,17 @@ def _children_named(name: str) -> list[int]:
 def worker_pids() -> list[int]:
     """PIDs of TFF worker processes started by this process."""
     return _children_named(WORKER_NAME)
+
+
+def worker_usage() -> dict[str, float]:
+    """CPU seconds and peak resident memory (MB) of this process's live TFF workers (0 if none)."""
+    from tff_rec import usage
+
+    pids = worker_pids()
+    return {
+        "worker_cpu_seconds": round(sum(usage.cpu_seconds(p) or 0.0 for p in pids), 3),
+        "worker_peak_rss_mb": max((usage.peak_rss_mb(p) or 0.0 for p in pids), default=0.0),
+    }
 
 
 def stop_workers() -> None:
@@ -95,7 +115,7 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
         return
     import tensorflow_federated as tff
 
-    cores = max_concurrent_computation_calls or len(os.sched_getaffinity(0))
+    cores = max_concurrent_computation_calls or _concurrency or len(os.sched_getaffinity(0))
     atexit.unregister(shutdown)
     atexit.register(shutdown)
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):

@@ -20,6 +20,8 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from tff_rec import grid
+
 SPEC_VERSION = 1
 
 
@@ -177,13 +179,20 @@ class TaskSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
+    """One row of a study: its label, its overrides of the base task, and its grid coordinates."""
+
     label: str
     overrides: Mapping[str, Any]
+    axes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # axis name → value label
 
 
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
-    """A base task plus labelled variants (each a set of dotted-key overrides), run over seeds."""
+    """A base task plus labelled variants (each a set of dotted-key overrides), run over seeds.
+
+    Variants are the file's `[[study.variant]]` rows followed by the grid of its `[[study.axis]]`
+    axes (see `tff_rec.grid`).
+    """
 
     name: str
     seeds: tuple[int, ...]
@@ -359,11 +368,11 @@ def load_task(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) -
     return resolve_task(apply_overrides(raw, overrides or {}), source=str(path))
 
 
-STUDY_KEYS = {"name", "seeds", "metrics", "variant"}
+STUDY_KEYS = {"name", "seeds", "metrics", "variant", "axis"}
 
 
 def load_study(path: Path | str) -> StudySpec:
-    """Load a study: the file's task keys form the base task; [[study.variant]] entries override it."""
+    """Load a study: the file's task keys form the base task; variants and axes override it."""
     path = Path(path)
     raw = read_toml(path)
     study = raw.get(STUDY_SECTION)
@@ -382,24 +391,15 @@ def load_study(path: Path | str) -> StudySpec:
     metrics = study.get("metrics", ["ndcg@10", "hr@10"])
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise SpecError(f"{source}: key 'study.metrics' must be a list of metric names. Found {metrics!r}.")
-    entries = study.get("variant", [{"label": "base"}])
+    variants = _listed_variants(source, study) + _grid_variants(source, study)
     base = {k: v for k, v in raw.items() if k != STUDY_SECTION}
-    variants, tasks = [], []
-    for index, entry in enumerate(entries):
-        where = f"study.variant[{index}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("label"), str):
-            raise SpecError(f"{source}: '{where}' needs a string 'label'")
-        unknown = set(entry) - {"label", "set"}
-        if unknown:
-            raise SpecError(f"{source}: unknown key '{where}.{sorted(unknown)[0]}'; allowed: label, set")
-        overrides = entry.get("set", {})
-        if not isinstance(overrides, Mapping):
-            raise SpecError(f"{source}: '{where}.set' must be a table of dotted keys")
-        flat = _flatten(overrides)
-        task_raw = apply_overrides(base, flat)
-        task_raw["name"] = entry["label"]
-        tasks.append(resolve_task(task_raw, source=f"{source} ({where}, label {entry['label']!r})"))
-        variants.append(Variant(label=entry["label"], overrides=flat))
+    tasks = []
+    for index, variant in enumerate(variants):
+        task_raw = apply_overrides(base, variant.overrides)
+        task_raw["name"] = variant.label
+        where = f"study.axis grid point {variant.label!r}" if variant.axes else (
+            f"study.variant[{index}], label {variant.label!r}")
+        tasks.append(resolve_task(task_raw, source=f"{source} ({where})"))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise SpecError(f"{source}: variant labels must be unique. Found {labels}.")
@@ -409,13 +409,30 @@ def load_study(path: Path | str) -> StudySpec:
     )
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested tables into dotted keys; TOML dotted keys arrive nested already."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
+def _listed_variants(source: str, study: Mapping[str, Any]) -> list[Variant]:
+    """The `[[study.variant]]` rows (label + set); one `base` row when the study has no rows at all."""
+    default = [] if "axis" in study else [{"label": "base"}]
+    variants = []
+    for index, entry in enumerate(study.get("variant", default)):
+        where = f"study.variant[{index}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("label"), str):
+            raise SpecError(f"{source}: '{where}' needs a string 'label'")
+        unknown = set(entry) - {"label", "set"}
+        if unknown:
+            raise SpecError(f"{source}: unknown key '{where}.{sorted(unknown)[0]}'; allowed: label, set")
+        overrides = entry.get("set", {})
+        if not isinstance(overrides, Mapping):
+            raise SpecError(f"{source}: '{where}.set' must be a table of dotted keys")
+        variants.append(Variant(label=entry["label"], overrides=grid.flatten(overrides)))
+    return variants
+
+
+def _grid_variants(source: str, study: Mapping[str, Any]) -> list[Variant]:
+    """The cartesian product of the `[[study.axis]]` axes, one variant per combination."""
+    if "axis" not in study:
+        return []
+    try:
+        points = grid.expand(grid.parse_axes(study["axis"]))
+    except grid.GridError as error:
+        raise SpecError(f"{source}: {error}") from None
+    return [Variant(label=p.label, overrides=p.overrides, axes=p.axes) for p in points]

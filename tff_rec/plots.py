@@ -1,0 +1,118 @@
+"""Figures from run records: convergence curves with CI bands, and utility–privacy curves.
+
+Both take the runs table of `results.load_runs` and return a matplotlib Figure; `save` writes
+it as PNG and SVG. Bands and error bars are 95% Student-t intervals across seeds, as in tables.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed (or present on CI)
+matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: editable, searchable
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tff_rec import results  # noqa: E402
+
+NOT_FEDERATED = ("centralized", "popularity")
+
+
+def _mean_band(values: pd.Series) -> tuple[float, float]:
+    mean, ci = results.mean_ci(values.tolist())
+    return mean, 0.0 if math.isnan(ci) else ci
+
+
+def convergence(runs: pd.DataFrame, metric: str = "ndcg@10") -> plt.Figure:
+    """Validation `metric` per round, mean and CI band across seeds, one line per federated variant.
+
+    Variants without rounds (centralized, popularity) are drawn as dashed lines at their final
+    validation value, for reference.
+    """
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    federated = runs[~runs["algorithm"].isin(NOT_FEDERATED)]
+    curves = results.load_curves(federated, f"val_{metric}") if len(federated) else pd.DataFrame()
+    for label in dict.fromkeys(federated["label"]):
+        curve = curves[curves["label"] == label].groupby("round")["value"].apply(_mean_band)
+        if curve.empty:
+            continue
+        rounds = curve.index.to_numpy()
+        mean = np.array([m for m, _ in curve])
+        band = np.array([c for _, c in curve])
+        (line,) = axes.plot(rounds, mean, marker="o", markersize=3, label=label)
+        axes.fill_between(rounds, mean - band, mean + band, color=line.get_color(), alpha=0.2)
+    for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
+        column = f"val_{metric}"
+        if column in group:
+            axes.axhline(_mean_band(group[column])[0], linestyle="--", color="gray", linewidth=1)
+            axes.annotate(label, (1.0, _mean_band(group[column])[0]), xycoords=("axes fraction", "data"),
+                          ha="right", va="bottom", fontsize=8, color="gray")
+    axes.set_xlabel("round")
+    axes.set_ylabel(f"validation {metric}")
+    axes.set_title(f"Convergence: validation {metric} (mean and 95% CI over seeds)")
+    axes.legend(fontsize=7, loc="best")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "partition",
+                    stage: str = "test") -> plt.Figure:
+    """Test `metric` against ε, one line per value of `by` (a grid axis or a record column).
+
+    Each point is a DP variant (mean ε, mean metric, CI error bars). The same group's runs
+    without DP are a dashed line of its colour; centralized and popularity are gray lines.
+    """
+    column = f"{stage}_{metric}"
+    group_column = f"axis_{by}" if f"axis_{by}" in runs else by
+    if group_column not in runs:
+        raise KeyError(f"cannot group by {by!r}: neither a grid axis nor a record column")
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    federated = runs[~runs["algorithm"].isin(NOT_FEDERATED) & runs[group_column].notna()]
+    for group_value, group in federated.groupby(group_column, sort=False):
+        private = group[group["privacy"] != "none"]
+        points = []
+        for _, variant in private.groupby("label", sort=False):
+            epsilon = pd.to_numeric(variant["epsilon"], errors="coerce").mean()
+            if not math.isnan(epsilon):
+                points.append((epsilon, *_mean_band(variant[column])))
+        points.sort()
+        color = None
+        if points:
+            x, y, err = (np.array(v) for v in zip(*points))
+            container = axes.errorbar(x, y, yerr=err, marker="o", capsize=3, label=str(group_value))
+            color = container.lines[0].get_color()
+        public = group[group["privacy"] == "none"]
+        if not public.empty:
+            axes.axhline(_mean_band(public[column])[0], linestyle="--", color=color, linewidth=1,
+                         label=f"{group_value}, no DP" if color is None else None)
+    for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
+        axes.axhline(_mean_band(group[column])[0], linestyle=":", color="gray", linewidth=1)
+        axes.annotate(label, (0.0, _mean_band(group[column])[0]), xycoords=("axes fraction", "data"),
+                      ha="left", va="bottom", fontsize=8, color="gray")
+    axes.set_xscale("log")
+    axes.set_xlabel("ε (log scale)")
+    axes.set_ylabel(f"{stage} {metric}")
+    axes.set_title(f"Utility vs privacy by {by} (dashed: same {by} without DP)")
+    axes.legend(fontsize=7, loc="best")
+    axes.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    return figure
+
+
+def save(figure: plt.Figure, stem: Path | str, dpi: Optional[int] = 150) -> list[Path]:
+    """Write the figure as `<stem>.png` and `<stem>.svg`; return both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.parent / f"{stem.name}.{suffix}" for suffix in ("png", "svg")]
+    for path in paths:
+        figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return paths
+
+
+PLOTS = {"convergence": convergence, "privacy-utility": privacy_utility}
