@@ -12,7 +12,8 @@ round, train the same sampled cohort of synthetic one-user clients on identical 
 Rounds alternate TFF / plain so that drift hits both alike. Reported: medians over `--rounds`
 rounds after one warm-up round. Not a test: nothing asserts a timing.
 
-    uv run python benchmarks/round_speed.py [--cohorts 10 100] [--dims 32 64] [--dp off on] [--json]
+    uv run python benchmarks/round_speed.py [--cohorts 10 100 500] [--dims 32 64 128] [--max-len 50]
+        [--local-epochs 1] [--dp off gaussian adaptive] [--rounds 5] [--json]
 """
 from __future__ import annotations
 
@@ -36,14 +37,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from tff_rec import algorithms, data, models, runtime  # noqa: E402
+from tff_rec import algorithms, data, models, runtime, usage  # noqa: E402
 from tff_rec.privacy import mechanisms  # noqa: E402
 
 POPULATION = 500  # clients available (one synthetic user each, the natural partition)
 GENERATED_USERS = 520  # the k-core filter drops a few; the first POPULATION survivors are kept
 CLIENT = {"optimizer": "sgd", "learning_rate": 0.5, "batch_size": 16}  # task-file defaults
 SERVER = {"optimizer": "sgd", "learning_rate": 1.0, "momentum": 0.0}  # task-file defaults
-DP_PARAMS = {"clip": 1.0, "noise_multiplier": 1.0}
+# adaptive: z 0.5, so that its default clipped-count noise (0.05 × cohort) is valid from cohort 10 up
+DP_PARAMS = {"gaussian": {"clip": 1.0, "noise_multiplier": 1.0}, "adaptive": {"noise_multiplier": 0.5}}
 HEADLINE = (100, 64)  # (cohort, d), with the default max_len 50
 
 # ---------------------------------------------------------------- data
@@ -95,9 +97,9 @@ def model_params(dim: int, max_len: int) -> dict[str, Any]:
     return {"embedding_dim": dim, "max_len": max_len, "dropout": 0.0}
 
 
-def build_process(num_items: int, dim: int, max_len: int,
+def build_process(num_items: int, dim: int, max_len: int, dp: str,
                   dp_cohort: Optional[int]) -> tff.learning.templates.LearningProcess:
-    """FedAvg (or DP-FedAvg with a `gaussian` aggregator for `dp_cohort` clients), as the runner builds it."""
+    """FedAvg (or DP-FedAvg with the `dp` aggregator for `dp_cohort` clients), as the runner builds it."""
 
     def model_fn() -> tff.learning.models.VariableModel:
         keras_model = models.build_model("sasrec", num_items, seed=0, **model_params(dim, max_len))
@@ -106,9 +108,9 @@ def build_process(num_items: int, dim: int, max_len: int,
         )
 
     aggregator = None
-    if dp_cohort is not None:
+    if dp != "off":
         aggregator = mechanisms.build_aggregator(
-            "gaussian", clients_per_round=dp_cohort, noise_seed=0, **DP_PARAMS
+            dp, clients_per_round=dp_cohort, noise_seed=0, **DP_PARAMS[dp]
         )
     setup = algorithms.FederatedSetup(
         model_fn=model_fn, client=CLIENT, server=SERVER, aggregator=aggregator
@@ -176,12 +178,8 @@ class PlainLoop:
 
 def cpu_seconds() -> float:
     """User + system CPU of this process and of its live TFF worker(s) (/proc/<pid>/stat)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    total = usage.ru_utime + usage.ru_stime
-    for pid in runtime.worker_pids():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    return total
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + sum(usage.cpu_seconds(p) or 0.0 for p in runtime.worker_pids())
 
 
 def measure(work: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -199,7 +197,7 @@ class Row:
 
     cohort: int
     dim: int
-    dp: bool
+    dp: str  # off | gaussian | adaptive
     tff_wall: float
     plain_wall: float
     tff_cpu: float
@@ -220,7 +218,7 @@ class Row:
 
 
 def run_config(process: tff.learning.templates.LearningProcess, plain: PlainLoop,
-               clients: Clients, cohort_size: int, dp: bool, rounds: int,
+               clients: Clients, cohort_size: int, dp: str, rounds: int,
                local_epochs: int) -> dict[str, Any]:
     """Warm-up round plus `rounds` timed rounds of both sides from the plain model's weights."""
     state = process.set_model_weights(
@@ -237,7 +235,7 @@ def run_config(process: tff.learning.templates.LearningProcess, plain: PlainLoop
         )
         if round_number == 0:
             warmup, diff = tff_wall, None
-            if not dp:
+            if dp == "off":
                 tff_weights = process.get_model_weights(state).trainable
                 diff = max(float(np.max(np.abs(a - b.numpy())))
                            for a, b in zip(tff_weights, plain.global_weights))
@@ -258,15 +256,16 @@ def run(args: argparse.Namespace) -> list[Row]:
     clients = make_clients(args.max_len)
     runtime.configure()
     rows: list[Row] = []
-    processes: dict[tuple[int, Optional[int]], tff.learning.templates.LearningProcess] = {}
+    processes: dict[tuple[int, str, Optional[int]], tff.learning.templates.LearningProcess] = {}
     for dim in args.dims:
-        for dp in (mode == "on" for mode in args.dp):
+        for dp in args.dp:
             for cohort in args.cohorts:
-                key = (dim, cohort if dp else None)  # the DP aggregator depends on the cohort size
+                # the DP aggregator depends on the cohort size
+                key = (dim, dp, cohort if dp != "off" else None)
                 build_seconds = None
                 if key not in processes:
                     began = time.perf_counter()
-                    processes[key] = build_process(clients.num_items, dim, args.max_len, key[1])
+                    processes[key] = build_process(clients.num_items, dim, args.max_len, dp, key[2])
                     build_seconds = time.perf_counter() - began
                 model = models.build_model("sasrec", clients.num_items, seed=0,
                                            **model_params(dim, args.max_len))
@@ -274,7 +273,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                                     args.rounds, args.local_epochs)
                 row = Row(cohort=cohort, dim=dim, dp=dp, build_seconds=build_seconds, **result)
                 rows.append(row)
-                print(f"cohort {cohort:>3}  d {dim:>3}  DP {'on ' if dp else 'off'}  "
+                print(f"cohort {cohort:>3}  d {dim:>3}  DP {dp:<8}  "
                       f"TFF {row.tff_wall:.3f} s  plain {row.plain_wall:.3f} s  "
                       f"ratio {row.wall_ratio:.2f}", file=sys.stderr, flush=True)
     return rows
@@ -299,18 +298,21 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, Any]
         f"one user per client; medians of {args.rounds} rounds after a warm-up round.",
         "",
         "| cohort | d | DP | TFF s/round | plain s/round | wall ratio | TFF CPU s | plain CPU s "
-        "| CPU ratio | TFF ms/client | plain ms/client | build s | warm-up s | max \\|Δw\\| |",
-        "|---:|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU ratio | TFF ms/client | plain ms/client | DP overhead | build s | warm-up s | max \\|Δw\\| |",
+        "|---:|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    no_dp = {(r.cohort, r.dim): r.tff_wall for r in rows if r.dp == "off"}
     for r in rows:
+        base = no_dp.get((r.cohort, r.dim))
+        overhead = "–" if r.dp == "off" or base is None else f"{100 * (r.tff_wall / base - 1):+.0f}%"
         headline = "**" if (r.cohort, r.dim) == HEADLINE and args.max_len == 50 else ""
         build = "reused" if r.build_seconds is None else f"{r.build_seconds:.1f}"
         diff = "noise" if r.max_weight_diff is None else f"{r.max_weight_diff:.0e}"
         lines.append(
-            f"| {r.cohort} | {r.dim} | {'on' if r.dp else 'off'} | {r.tff_wall:.3f} | {r.plain_wall:.3f} "
+            f"| {r.cohort} | {r.dim} | {r.dp} | {r.tff_wall:.3f} | {r.plain_wall:.3f} "
             f"| {headline}{r.wall_ratio:.2f}{headline} | {r.tff_cpu:.2f} | {r.plain_cpu:.2f} "
             f"| {r.cpu_ratio:.2f} | {1000 * r.tff_wall / r.cohort:.1f} | {1000 * r.plain_wall / r.cohort:.1f} "
-            f"| {build} | {r.warmup_seconds:.1f} | {diff} |"
+            f"| {overhead} | {build} | {r.warmup_seconds:.1f} | {diff} |"
         )
     return "\n".join(lines)
 
@@ -331,8 +333,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dims", type=int, nargs="+", default=[32, 64], help="SASRec embedding_dim d")
     parser.add_argument("--max-len", type=int, default=50, help="SASRec max_len")
     parser.add_argument("--local-epochs", type=int, default=1)
-    parser.add_argument("--dp", choices=["off", "on"], nargs="+", default=["off", "on"],
-                        help="on: the 'gaussian' aggregator (clip 1, noise multiplier 1)")
+    parser.add_argument("--dp", choices=["off", "gaussian", "adaptive"], nargs="+",
+                        default=["off", "gaussian", "adaptive"],
+                        help="aggregators: gaussian (clip 1, z 1), adaptive (z 0.5, initial clip 0.1)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     args = parser.parse_args(argv)

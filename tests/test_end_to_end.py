@@ -122,8 +122,9 @@ def summaries(study: Path) -> dict[tuple[str, int], dict]:
 def metric_rows(run: Path) -> list[dict]:
     with open(run / record.METRICS) as stream:
         rows = list(csv.DictReader(stream))
-    for row in rows:
-        row.pop("seconds", None)
+    for row in rows:  # measurements of the machine, not of the learning
+        for column in ("seconds", "rss_mb", "worker_rss_mb"):
+            row.pop(column, None)
     return rows
 
 
@@ -514,3 +515,25 @@ def test_plot_writes_png_and_svg(study_dir, tmp_path, capsys, kind, legend):
     text = svg.read_text()
     assert "<svg" in text and legend in text and "centralized" in text  # legend and reference lines
     assert capsys.readouterr().out.split() == [str(png), str(svg)]
+
+
+def test_grid_notebook_executes_on_a_partition_x_privacy_grid(tmp_path):
+    """A 2 × 2 grid plus references, one seed: notebook 04's pivot, paired tests and plots run."""
+    axes = """
+[[study.axis]]
+name = "partition"
+values = [{ "partition.scheme" = "natural" },
+          { "partition.scheme" = "iid", "partition.num_clients" = 12, "algorithm.clients_per_round" = 3 }]
+[[study.axis]]
+name = "privacy"
+values = [{ "privacy.mechanism" = "none" },
+          { "privacy.mechanism" = "gaussian", "privacy.target_epsilon" = 20.0 }]
+"""
+    study = write_study(tmp_path, "grid", {"centralized": '"algorithm.name" = "centralized"'}, rounds=2)
+    text = study.read_text().replace("seeds = [0]", "seeds = [0, 1]")
+    study.write_text(text.replace("[data]", axes + "[data]", 1))
+    out = tmp_path / "results"
+    assert cli.main(["study", str(study), "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
+    text = execute_notebook("04_partition_x_privacy.ipynb", TFF_REC_RESULTS=str(out / "grid"))
+    assert "| partition \\ privacy | none | gaussian(ε=20) |" in text
+    assert "iid(K=12, m=3)" in text and "best private cell" in text

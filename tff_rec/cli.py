@@ -110,6 +110,34 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference_save(args: argparse.Namespace) -> int:
+    from tff_rec import record, reference
+
+    snapshot = reference.snapshot(args.study_dir, args.metrics, args.tolerance)
+    record.write_json(args.reference, snapshot)
+    print(f"{args.reference}: {len(snapshot['runs'])} runs of {snapshot['study']}, "
+          f"tolerance {snapshot['tolerance']}")
+    return 0
+
+
+def cmd_reference_check(args: argparse.Namespace) -> int:
+    from tff_rec import reference, results
+
+    try:
+        expected = json.loads(Path(args.reference).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{args.reference}: not a readable reference file ({error})") from None
+    problems = reference.check(results.load_runs([args.study_dir]), expected, args.seeds)
+    for problem in problems:
+        print(f"differs: {problem}")
+    if problems:
+        print(f"{len(problems)} differences from {args.reference}")
+        return 1
+    compared = [r for r in expected["runs"] if args.seeds is None or r["seed"] in args.seeds]
+    print(f"all {len(compared)} runs reproduce {args.reference} (tolerance {expected['tolerance']})")
+    return 0
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from tff_rec.data import info
 
@@ -279,6 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", type=Path, required=True,
                       help="file stem: writes STEM.png and STEM.svg")
     plot.set_defaults(handler=cmd_plot)
+
+    reference = commands.add_parser("reference", help="save or check reference results").add_subparsers(
+        dest="reference_command", required=True)
+    save = reference.add_parser("save", help="write a study's test metrics as a reference file")
+    save.add_argument("study_dir", type=Path)
+    save.add_argument("reference", type=Path)
+    save.add_argument("--metrics", nargs="+", default=["ndcg@10", "hr@10", "mrr"])
+    save.add_argument("--tolerance", type=float, default=0.01, help="absolute, per metric and run")
+    save.set_defaults(handler=cmd_reference_save)
+    check = reference.add_parser("check", help="does a re-run reproduce a reference? (exit 1 if not)")
+    check.add_argument("study_dir", type=Path)
+    check.add_argument("reference", type=Path)
+    check.add_argument("--seeds", nargs="+", type=int, default=None, help="compare only these seeds")
+    check.set_defaults(handler=cmd_reference_check)
 
     data = commands.add_parser("data", help="datasets and partitions").add_subparsers(
         dest="data_command", required=True)

@@ -88,6 +88,7 @@ def run_task(task: TaskSpec, seed: int, out: Path, progress: bool = True,
 def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_dir: Path,
          progress: bool) -> RunResult:
     started = datetime.datetime.now(datetime.timezone.utc)
+    environment = record.environment()  # the code and packages as the run starts
     wall, cpu = time.perf_counter(), time.process_time()
     usage.reset_peak()
     rows: list[dict[str, Any]] = []
@@ -97,9 +98,11 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         resumed_rounds: list[int] = []
 
         def report(row: dict[str, Any], resumed: bool = False) -> None:
-            rows.append(row)
             if resumed:
                 resumed_rounds.append(row["round"])
+            else:  # memory after the round: a long run's growth shows here
+                row.update(rss_mb=usage.rss_mb(), worker_rss_mb=runtime.worker_rss_mb())
+            rows.append(row)
             bar.update(row, resumed=resumed)
 
         context = RunContext(
@@ -143,7 +146,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         "worker_peak_rss_mb": worker["worker_peak_rss_mb"],
         **outcome.summary,
     }
-    _write_record(directory, task, rows, summary, outcome.privacy)
+    _write_record(directory, task, rows, summary, outcome.privacy, environment)
     return RunResult(directory, summary, False)
 
 
@@ -154,14 +157,14 @@ def _planned_rounds(task: TaskSpec) -> int:
     return 0 if name == "popularity" else task["algorithm"]["rounds"]
 
 
-def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]],
-                  summary: dict[str, Any], privacy: Optional[dict[str, Any]]) -> None:
+def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]], summary: dict[str, Any],
+                  privacy: Optional[dict[str, Any]], environment: dict[str, Any]) -> None:
     """Write every file of the record; summary.json last, then drop the checkpoints."""
     record.write_atomic(directory / record.CONFIG, record.to_toml(task.to_dict()))
     record.write_csv(directory / record.METRICS, rows)
     if privacy is not None:
         record.write_json(directory / record.PRIVACY, privacy)
-    record.write_json(directory / record.ENV, record.environment())
+    record.write_json(directory / record.ENV, environment)
     record.write_json(directory / record.SUMMARY, summary)
     shutil.rmtree(directory / record.CHECKPOINTS, ignore_errors=True)
 

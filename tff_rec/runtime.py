@@ -59,6 +59,13 @@ def worker_usage() -> dict[str, float]:
     }
 
 
+def worker_rss_mb() -> float:
+    """Resident memory (MB) of this process's live TFF workers now (0 if none)."""
+    from tff_rec import usage
+
+    return round(sum(usage.rss_mb(p) or 0.0 for p in worker_pids()), 1)
+
+
 def stop_workers() -> None:
     """Kill every TFF worker this process started; the next `configure()` starts a new one.
 

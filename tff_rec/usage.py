@@ -23,15 +23,24 @@ def reset_peak() -> bool:
         return False
 
 
-def peak_rss_mb(pid: Pid = "self") -> float | None:
-    """Peak resident memory (MB) of a process since it started or since `reset_peak()`."""
+def _status_mb(pid: Pid, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: Pid = "self") -> float | None:
+    """Peak resident memory (MB) of a process since it started or since `reset_peak()`."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: Pid = "self") -> float | None:
+    """Resident memory (MB) of a process now."""
+    return _status_mb(pid, "VmRSS")
 
 
 def cpu_seconds(pid: Pid) -> float | None:

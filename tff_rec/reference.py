@@ -1,0 +1,70 @@
+"""Reference results: a study's per-run test metrics in a committed file, and a reproduction check.
+
+`snapshot` reads a study's records into a small JSON-ready dict (per label and seed: task hash,
+test metrics, ε; plus the machine and packages that made them). `check` compares a re-run with it:
+every referenced run must exist with the same task hash (else the task changed and the reference
+is stale), and each metric must match within an absolute tolerance. On one machine and package set
+re-runs are bit-identical; the tolerance allows for floating-point differences across CPUs.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from tff_rec import record, results
+
+TOLERANCE = 0.01  # absolute, per metric and run (NDCG, HR and MRR lie in [0, 1])
+
+
+def snapshot(study_dir: Path, metrics: Sequence[str], tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """The reference of a study folder: its runs' test metrics and ε, and their provenance."""
+    runs = results.load_runs([study_dir])
+    environment = record.environment()
+    return {
+        "study": record.read_manifest(study_dir)["name"],
+        "metrics": list(metrics),
+        "tolerance": tolerance,
+        "made_with": {k: environment[k] for k in ("cpu_model", "cpu_count", "packages", "git", "uv_lock_sha256")},
+        "runs": [
+            {"label": run["label"], "seed": int(run["seed"]), "task_hash": run["task_hash"],
+             "test": {m: float(run[f"test_{m}"]) for m in metrics},
+             "epsilon": None if pd.isna(run["epsilon"]) else float(run["epsilon"])}
+            for _, run in runs.sort_values(["order", "seed"]).iterrows()
+        ],
+    }
+
+
+def check(runs: pd.DataFrame, reference: dict[str, Any], seeds: Sequence[int] | None = None) -> list[str]:
+    """Differences between re-run records and a reference, as sentences (empty: reproduced).
+
+    seeds: compare only these seeds of the reference (a partial re-run); default all.
+    """
+    tolerance = reference["tolerance"]
+    found = {(run["label"], int(run["seed"])): run for _, run in runs.iterrows()}
+    problems = []
+    for expected in reference["runs"]:
+        if seeds is not None and expected["seed"] not in seeds:
+            continue
+        key = (expected["label"], expected["seed"])
+        where = f"{expected['label']} (seed {expected['seed']})"
+        if key not in found:
+            problems.append(f"{where}: no record to compare")
+            continue
+        run = found[key]
+        if run["task_hash"] != expected["task_hash"]:
+            problems.append(f"{where}: task {run['task_hash']} differs from the reference's "
+                            f"{expected['task_hash']}: the task changed, the reference is stale")
+            continue
+        for metric, value in expected["test"].items():
+            got = float(run[f"test_{metric}"])
+            if not abs(got - value) <= tolerance:
+                problems.append(f"{where}: {metric} {got:.4f}, reference {value:.4f} "
+                                f"(|Δ| {abs(got - value):.4f} > {tolerance})")
+        epsilon = None if pd.isna(run["epsilon"]) else float(run["epsilon"])
+        if (epsilon is None) != (expected["epsilon"] is None) or (
+                epsilon is not None and not math.isclose(epsilon, expected["epsilon"], rel_tol=1e-6)):
+            problems.append(f"{where}: ε {epsilon}, reference {expected['epsilon']}")
+    return problems
