@@ -53,6 +53,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         return _print_plan(runner.plan_study(study, out))
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1. Found {args.jobs}.")
+    if runner.usable_jobs(args.jobs) < args.jobs:
+        print(f"tff-rec: note: --jobs {args.jobs} is more than the {runner.usable_jobs(args.jobs)} "
+              f"cores; running {runner.usable_jobs(args.jobs)} at once", file=sys.stderr)
     finished = runner.run_study(study, out, progress=not args.no_progress,
                                 retry_failed=args.retry_failed, jobs=args.jobs)
     skipped = sum(r.skipped and r.error is None for r in finished)

@@ -33,7 +33,7 @@ def convergence(runs: pd.DataFrame, metric: str = "ndcg@10") -> plt.Figure:
     Variants without rounds (centralized, popularity) are drawn as dashed lines at their final
     validation value, for reference.
     """
-    figure, axes = plt.subplots(figsize=(7, 4.2))
+    figure, axes = plt.subplots(figsize=(9, 4.5))
     federated = runs[~runs["algorithm"].isin(NOT_FEDERATED)]
     curves = results.load_curves(federated, f"val_{metric}") if len(federated) else pd.DataFrame()
     for label in dict.fromkeys(federated["label"]):
@@ -54,52 +54,65 @@ def convergence(runs: pd.DataFrame, metric: str = "ndcg@10") -> plt.Figure:
     axes.set_xlabel("round")
     axes.set_ylabel(f"validation {metric}")
     axes.set_title(f"Convergence: validation {metric} (mean and 95% CI over seeds)")
-    axes.legend(fontsize=7, loc="best")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
 def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "partition",
                     stage: str = "test") -> plt.Figure:
-    """Test `metric` against ε, one line per value of `by` (a grid axis or a record column).
+    """Test `metric` against ε: one colour per value of `by` (a grid axis or a record column).
 
-    Each point is a DP variant (mean ε, mean metric, CI error bars). The same group's runs
-    without DP are a dashed line of its colour; centralized and popularity are gray lines.
+    Each point is a DP variant (mean ε, mean metric, CI error bars); a mechanism's points of one
+    colour are joined, and each mechanism has its own marker. The same group's runs without DP are
+    a dashed line of its colour; centralized and popularity are gray dotted lines.
     """
     column = f"{stage}_{metric}"
     group_column = f"axis_{by}" if f"axis_{by}" in runs else by
     if group_column not in runs:
         raise KeyError(f"cannot group by {by!r}: neither a grid axis nor a record column")
-    figure, axes = plt.subplots(figsize=(7, 4.2))
+    figure, axes = plt.subplots(figsize=(8, 4.5))
     federated = runs[~runs["algorithm"].isin(NOT_FEDERATED) & runs[group_column].notna()]
-    for group_value, group in federated.groupby(group_column, sort=False):
-        private = group[group["privacy"] != "none"]
-        points = []
-        for _, variant in private.groupby("label", sort=False):
-            epsilon = pd.to_numeric(variant["epsilon"], errors="coerce").mean()
-            if not math.isnan(epsilon):
-                points.append((epsilon, *_mean_band(variant[column])))
-        points.sort()
-        color = None
-        if points:
-            x, y, err = (np.array(v) for v in zip(*points))
-            container = axes.errorbar(x, y, yerr=err, marker="o", capsize=3, label=str(group_value))
-            color = container.lines[0].get_color()
+    mechanisms = list(dict.fromkeys(federated[federated["privacy"] != "none"]["privacy"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    epsilons: set[float] = set()
+    for index, (group_value, group) in enumerate(federated.groupby(group_column, sort=False)):
+        color = colors[index % len(colors)]
+        for mechanism, private in group[group["privacy"] != "none"].groupby("privacy", sort=False):
+            points = []
+            for _, variant in private.groupby("label", sort=False):
+                epsilon = pd.to_numeric(variant["epsilon"], errors="coerce").mean()
+                if not math.isnan(epsilon):
+                    points.append((epsilon, *_mean_band(variant[column])))
+            if points:
+                x, y, err = (np.array(v) for v in zip(*sorted(points)))
+                epsilons.update(np.round(x, 2))
+                axes.errorbar(x, y, yerr=err, color=color, capsize=3, linewidth=1,
+                              marker=MARKERS[mechanisms.index(mechanism) % len(MARKERS)])
         public = group[group["privacy"] == "none"]
         if not public.empty:
-            axes.axhline(_mean_band(public[column])[0], linestyle="--", color=color, linewidth=1,
-                         label=f"{group_value}, no DP" if color is None else None)
+            axes.axhline(_mean_band(public[column])[0], linestyle="--", color=color, linewidth=1)
+        axes.plot([], [], color=color, linewidth=3, label=str(group_value))
+    for mechanism in mechanisms:
+        axes.plot([], [], color="black", linestyle="none", label=mechanism,
+                  marker=MARKERS[mechanisms.index(mechanism) % len(MARKERS)])
     for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
         axes.axhline(_mean_band(group[column])[0], linestyle=":", color="gray", linewidth=1)
         axes.annotate(label, (0.0, _mean_band(group[column])[0]), xycoords=("axes fraction", "data"),
                       ha="left", va="bottom", fontsize=8, color="gray")
     axes.set_xscale("log")
+    if epsilons:
+        axes.set_xticks(sorted(epsilons), [f"{e:g}" for e in sorted(epsilons)])
+        axes.minorticks_off()
     axes.set_xlabel("ε (log scale)")
     axes.set_ylabel(f"{stage} {metric}")
-    axes.set_title(f"Utility vs privacy by {by} (dashed: same {by} without DP)")
-    axes.legend(fontsize=7, loc="best")
-    axes.grid(alpha=0.3, which="both")
+    axes.set_title(f"{stage.capitalize()} {metric} vs ε by {by} (dashed: same {by} without DP)")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
 

@@ -12,6 +12,7 @@ complete exactly when it exists, and a complete run is never rewritten.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -225,8 +226,13 @@ def _file_sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+@functools.lru_cache(maxsize=1)
 def git_state() -> dict[str, Any]:
-    """Commit and dirtiness of the code's git checkout, or nulls outside one."""
+    """Commit and dirtiness of the code's git checkout, or nulls outside one.
+
+    Read once per process, at the first run: the code a process runs is the code it loaded, even
+    if the checkout changes while a long study goes on.
+    """
 
     def git(*args: str) -> str | None:
         try:

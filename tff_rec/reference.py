@@ -8,6 +8,7 @@ re-runs are bit-identical; the tolerance allows for floating-point differences a
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,9 +21,11 @@ TOLERANCE = 0.01  # absolute, per metric and run (NDCG, HR and MRR lie in [0, 1]
 
 
 def snapshot(study_dir: Path, metrics: Sequence[str], tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """The reference of a study folder: its runs' test metrics and ε, and their provenance."""
+    """The reference of a study folder: its runs' test metrics and ε, and the provenance of the
+    records (machine, packages, git commit)."""
     runs = results.load_runs([study_dir])
-    environment = record.environment()
+    # the provenance of the records (their first run), not of the process saving them
+    environment = json.loads((Path(runs["path"].iloc[0]) / record.ENV).read_text())
     return {
         "study": record.read_manifest(study_dir)["name"],
         "metrics": list(metrics),

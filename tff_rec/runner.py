@@ -201,7 +201,8 @@ def run_study(study: StudySpec, out: Path, progress: bool = True,
                     directory, json.loads((directory / record.SUMMARY).read_text()), True)
             else:
                 pending[task.hash, seed] = task
-    if jobs <= 1 or len(pending) <= 1:
+    jobs = usable_jobs(jobs)
+    if jobs == 1 or len(pending) <= 1:
         for (task_hash, seed), task in pending.items():
             results[task_hash, seed] = run_recorded(task, seed, out, progress)
     else:
@@ -233,14 +234,20 @@ def _init_job(threads: int) -> None:
     runtime.set_concurrency(threads)
 
 
+def usable_jobs(jobs: int) -> int:
+    """`jobs`, capped at the number of cores: each job needs at least one core of its own."""
+    return max(1, min(jobs, len(os.sched_getaffinity(0))))
+
+
 def _run_parallel(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int,
                   progress: bool) -> dict[tuple[str, int], RunResult]:
-    """Run tasks in `jobs` separate processes, each given cores // jobs threads (at least one).
+    """Run tasks in `jobs` separate processes, each given cores // jobs threads.
 
-    Processes are reused across runs (learning processes are cached per process); each run still
-    gets its own TFF worker.
+    Threads × concurrent TFF computations per job stay within its share of the cores, so the jobs
+    together never oversubscribe them. Processes are reused across runs (learning processes are
+    cached per process); each run still gets its own TFF worker.
     """
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    threads = len(os.sched_getaffinity(0)) // jobs
     results = {}
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
