@@ -110,7 +110,7 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     from tff_rec.prepare import prepare
 
     task = spec.load_task(args.task, _overrides(args.set))
-    data = prepare(task)
+    data = prepare(task, args.seed)
     split = partition(data.split, task["partition"]["scheme"],
                       seed=seeds.derive(args.seed, "partition"), **task["partition"]["params"])
     statistics = {"scheme": split.scheme, "privacy_unit": split.privacy_unit,

@@ -45,6 +45,7 @@ def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
         )
         return evaluation.evaluate(
             score_fn, data.split, stage, max_len=data.max_len, ks=tuple(section["ks"]),
+            history_inputs=data.history_inputs,
             num_negatives=section["num_negatives"],
             negative_sampling=section["negative_sampling"], rng=rng,
             item_popularity=data.item_popularity,
@@ -62,7 +63,7 @@ def run_task(task: TaskSpec, seed: int, out: Path, study: Optional[str] = None,
         return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
     started = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
-    data = prepare(task)
+    data = prepare(task, seed)
     rows: list[dict[str, Any]] = []
     total_rounds = _planned_rounds(task)
     with RunProgress(f"{task.name} · seed {seed}", total_rounds, enabled=progress) as bar:
