@@ -39,7 +39,7 @@ class BERT4RecHParams(CommonHParams):
     num_heads: Optional[int] = None
     intermediate_dim: Optional[int] = None
     mask_rate: float = 0.2
-    dupe_factor: int = 4
+    dupe_factor: int = 10
     mask_last_rate: float = 0.1
 
     def derive(self) -> None:
