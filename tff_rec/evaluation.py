@@ -292,8 +292,9 @@ def evaluate(
     """Full-ranking and sampled metrics of a stage, plus `users` (how many were evaluated).
 
     score_fn maps inputs int32 [b, max_len] (built by history_inputs, see `evaluation_inputs`)
-    to scores [b, V] (e.g. `score_last_position` of a model). Users are scored batch_size at a time, so memory stays at batch_size × V. Sampled
-    metrics need rng and are skipped when num_negatives is 0.
+    to scores [b, V] (e.g. `score_last_position` of a model). Users are scored batch_size at a
+    time, so memory stays at batch_size × V. Sampled metrics need rng and are skipped when
+    num_negatives is 0.
     """
     if num_negatives and rng is None:
         raise ValueError(

@@ -17,7 +17,7 @@ class BERT4RecHParams(CommonHParams):
     """BERT4Rec hyperparameters; `base` and the other defaults follow the paper.
 
     Presets (embedding_dim, num_blocks, num_heads): tiny 16/1/1, small 32/1/2, base 64/2/2 (the
-    paper's), large 256/4/4 (the largest that still trains a few federated rounds on a 2-core
+    paper's), large 512/6/8 (the largest that still trains a few federated rounds on a 2-core
     machine).
     num_blocks, num_heads: bidirectional encoder blocks and their heads (heads divide d).
     intermediate_dim: feed-forward hidden size; None means 4 × embedding_dim (as BERT).
@@ -31,7 +31,7 @@ class BERT4RecHParams(CommonHParams):
         "tiny": {"embedding_dim": 16, "num_blocks": 1, "num_heads": 1},
         "small": {"embedding_dim": 32, "num_blocks": 1, "num_heads": 2},
         "base": {"embedding_dim": 64, "num_blocks": 2, "num_heads": 2},
-        "large": {"embedding_dim": 256, "num_blocks": 4, "num_heads": 4},
+        "large": {"embedding_dim": 512, "num_blocks": 6, "num_heads": 8},
     }
 
     dropout: float = 0.1

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tff_rec import seeds
 from tff_rec.data.types import PADDING_ITEM
 
 # (histories, max_len) → int32 [n, max_len]: the model inputs whose last position is scored.
@@ -128,8 +129,6 @@ class ExampleBuilder:
 
 
 def _masked_params(hparams: Any, task_seed: int) -> dict[str, Any]:
-    from tff_rec import seeds
-
     return {
         "mask_rate": hparams.mask_rate, "dupe_factor": hparams.dupe_factor,
         "mask_last_rate": hparams.mask_last_rate, "seed": seeds.derive(task_seed, "examples"),

@@ -14,7 +14,7 @@ class GRU4RecHParams(CommonHParams):
     """GRU4Rec hyperparameters (same examples and evaluation as SASRec).
 
     Presets (embedding_dim = GRU units, num_layers): tiny 16/1, small 32/1, base 100/1 (the
-    paper's 100 units, one layer), large 256/2. The GRU width equals embedding_dim, so the item
+    paper's 100 units, one layer), large 512/2. The GRU width equals embedding_dim, so the item
     embedding can be tied to the output (tie_embeddings).
     num_layers: stacked GRU layers.
     """
@@ -23,7 +23,7 @@ class GRU4RecHParams(CommonHParams):
         "tiny": {"embedding_dim": 16, "num_layers": 1},
         "small": {"embedding_dim": 32, "num_layers": 1},
         "base": {"embedding_dim": 100, "num_layers": 1},
-        "large": {"embedding_dim": 256, "num_layers": 2},
+        "large": {"embedding_dim": 512, "num_layers": 2},
     }
 
     num_layers: Optional[int] = None

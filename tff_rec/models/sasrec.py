@@ -14,7 +14,7 @@ class SASRecHParams(CommonHParams):
     """SASRec hyperparameters; `base` and the other defaults follow the paper where it has one.
 
     Presets (embedding_dim, num_blocks, num_heads): tiny 16/1/1, small 32/1/2, base 50/2/1 (the
-    paper's d = 50, two blocks, one head), large 256/4/4 (the largest that still trains a few
+    paper's d = 50, two blocks, one head), large 512/6/8 (the largest that still trains a few
     federated rounds on a 2-core machine).
     num_blocks: stacked causal self-attention blocks.
     num_heads: attention heads; must divide embedding_dim.
@@ -28,7 +28,7 @@ class SASRecHParams(CommonHParams):
         "tiny": {"embedding_dim": 16, "num_blocks": 1, "num_heads": 1},
         "small": {"embedding_dim": 32, "num_blocks": 1, "num_heads": 2},
         "base": {"embedding_dim": 50, "num_blocks": 2, "num_heads": 1},
-        "large": {"embedding_dim": 256, "num_blocks": 4, "num_heads": 4},
+        "large": {"embedding_dim": 512, "num_blocks": 6, "num_heads": 8},
     }
 
     num_blocks: Optional[int] = None
