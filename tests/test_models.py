@@ -45,21 +45,26 @@ def test_training_examples_left_pad_and_ignore_padded_targets() -> None:
 
 def test_model_hparams_lists_defaults() -> None:
     assert models.model_hparams("sasrec") == {
-        "embedding_dim": 50,
-        "num_blocks": 2,
-        "num_heads": 1,
+        "size": "base",
+        "embedding_dim": None,
+        "num_blocks": None,
+        "num_heads": None,
         "intermediate_dim": None,
         "dropout": 0.2,
         "max_len": 50,
         "tie_embeddings": True,
+        "loss": "softmax",
+        "num_sampled": 100,
     }
-    assert models.resolve_hparams("sasrec", embedding_dim=10).feedforward_dim == 20
+    resolved = models.resolve_hparams("sasrec")
+    assert (resolved.embedding_dim, resolved.num_blocks, resolved.num_heads) == (50, 2, 1)
+    assert models.resolve_hparams("sasrec", embedding_dim=10).intermediate_dim == 20
 
 
 @pytest.mark.parametrize(
     "name, hparams, message",
     [
-        ("bert", {}, "Unknown model 'bert'. Allowed: sasrec."),
+        ("bert", {}, "Unknown model 'bert'. Allowed: bert4rec, gru4rec, sasrec."),
         ("sasrec", {"layers": 2}, "Unknown hyperparameter model.layers"),
         (
             "sasrec",

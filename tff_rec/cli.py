@@ -1,4 +1,4 @@
-"""The `tff-rec` command: run, study, compare, plot, data, privacy."""
+"""The `tff-rec` command: run, study, compare, plot, reference, data, tasks, privacy."""
 from __future__ import annotations
 
 import argparse
@@ -165,7 +165,7 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     from tff_rec.prepare import prepare
 
     task = spec.load_task(args.task, _overrides(args.set))
-    data = prepare(task)
+    data = prepare(task, args.seed)
     split = partition(data.split, task["partition"]["scheme"],
                       seed=seeds.derive(args.seed, "partition"), **task["partition"]["params"])
     statistics = {"scheme": split.scheme, "privacy_unit": split.privacy_unit,
@@ -177,6 +177,15 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
         for key, value in statistics.items():
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def cmd_tasks_describe(args: argparse.Namespace) -> int:
+    from tff_rec import describe, spec
+
+    task = spec.load_task(args.task, _overrides(args.set))
+    description = describe.describe(task, args.seed)
+    print(json.dumps(description, indent=2) if args.json else describe.format_description(description))
     return 0
 
 
@@ -346,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     part.add_argument("--json", action="store_true")
     part.set_defaults(handler=cmd_data_partition)
+
+    tasks = commands.add_parser("tasks", help="task files").add_subparsers(dest="tasks_command", required=True)
+    describe = tasks.add_parser("describe", help="the resolved task, with the model's parameter count")
+    describe.add_argument("task", type=Path)
+    describe.add_argument("--seed", type=int, default=0)
+    describe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    describe.add_argument("--json", action="store_true")
+    describe.set_defaults(handler=cmd_tasks_describe)
 
     privacy = commands.add_parser("privacy", help="ε accounting").add_subparsers(
         dest="privacy_command", required=True)

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_rec.data.types import PADDING_ITEM, LeaveOneOutSplit
-from tff_rec.models import left_pad
+from tff_rec.models import HistoryInputs, left_pad
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -256,13 +256,15 @@ STAGES: dict[str, Callable[[LeaveOneOutSplit, int], tuple[np.ndarray, int]]] = {
 
 
 def evaluation_inputs(
-    split: LeaveOneOutSplit, stage: str, max_len: int
+    split: LeaveOneOutSplit, stage: str, max_len: int, history_inputs: HistoryInputs = left_pad
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """(users [n], inputs int32 [n, max_len], targets [n], exclude) for a stage.
 
     validation: history = train prefix, target = validation item; test: history = train prefix +
-    validation item, target = test item. Only users with held-out items. inputs = the history's
-    last max_len items, left-padded; exclude[u] = every item of the full history except the target.
+    validation item, target = test item. Only users with held-out items. inputs =
+    history_inputs(histories, max_len): by default the history's last max_len items, left-padded
+    (a model's own builder, e.g. BERT4Rec's, appends its [MASK]); exclude[u] = every item of the
+    full history except the target.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(sorted(STAGES))}. Found {stage!r}.")
@@ -271,7 +273,7 @@ def evaluation_inputs(
     histories = [history for history, _ in cases]
     targets = np.array([target for _, target in cases], dtype=np.int64)
     exclude = [np.setdiff1d(h, [t]) for h, t in zip(histories, targets)]
-    return users, left_pad(histories, max_len), targets, exclude
+    return users, history_inputs(histories, max_len), targets, exclude
 
 
 def evaluate(
@@ -285,18 +287,20 @@ def evaluate(
     rng: Optional[np.random.Generator] = None,
     item_popularity: Optional[np.ndarray] = None,
     batch_size: int = 1024,
+    history_inputs: HistoryInputs = left_pad,
 ) -> dict[str, float]:
     """Full-ranking and sampled metrics of a stage, plus `users` (how many were evaluated).
 
-    score_fn maps inputs int32 [b, max_len] to scores [b, V] (e.g. `score_last_position` of a
-    model). Users are scored batch_size at a time, so memory stays at batch_size × V. Sampled
-    metrics need rng and are skipped when num_negatives is 0.
+    score_fn maps inputs int32 [b, max_len] (built by history_inputs, see `evaluation_inputs`)
+    to scores [b, V] (e.g. `score_last_position` of a model). Users are scored batch_size at a
+    time, so memory stays at batch_size × V. Sampled metrics need rng and are skipped when
+    num_negatives is 0.
     """
     if num_negatives and rng is None:
         raise ValueError(
             "sampled metrics need an rng (np.random.Generator); pass one or set num_negatives = 0."
         )
-    users, inputs, targets, exclude = evaluation_inputs(split, stage, max_len)
+    users, inputs, targets, exclude = evaluation_inputs(split, stage, max_len, history_inputs)
     if len(users) == 0:
         raise ValueError(f"no users with held-out items to evaluate on ({stage}).")
     full, sampled = [], []

@@ -1,7 +1,8 @@
 """The data stages of a task, run once and shared by every run that needs the same data.
 
-dataset → preprocessing → leave-one-out split → training examples; then the partition into
-clients (cached as SQLite ClientData). Memoized per process, so a study's variants reuse them.
+dataset → preprocessing → leave-one-out split → training examples (built the way the task's model
+trains: `models.example_recipe`); then the partition into clients (cached as SQLite ClientData).
+Memoized per process, so a study's variants reuse them.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,23 +26,33 @@ class PreparedData:
     """A split plus the arrays training and evaluation read."""
 
     split: LeaveOneOutSplit
-    train_inputs: np.ndarray  # int32 [num_users, max_len], left-padded
-    train_targets: np.ndarray  # int32 [num_users, max_len], 0 = ignored
+    train_inputs: np.ndarray  # int32 [num_users × examples_per_user, max_len], a user's rows consecutive
+    train_targets: np.ndarray  # int32, as train_inputs; 0 = ignored
     item_popularity: np.ndarray  # float [num_items + 1] counts in training prefixes
     max_len: int
     identity: str  # canonical JSON naming the data stage's inputs
+    examples: str  # the `models.EXAMPLES` builder of the training examples
 
     @property
     def num_items(self) -> int:
         return self.split.data.num_items
+
+    def user_examples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) int32 [num_users, examples_per_user, max_len]: row u is user u's."""
+        shape = (len(self.split.train), -1, self.max_len)
+        return self.train_inputs.reshape(shape), self.train_targets.reshape(shape)
+
+    def history_inputs(self, histories: Sequence[np.ndarray], max_len: int) -> np.ndarray:
+        """int32 [n, max_len]: the model inputs whose last position scores each history's next item."""
+        return models.EXAMPLES[self.examples].history_inputs(histories, max_len, self.num_items)
 
 
 def _freeze(mapping: Mapping[str, Any]) -> str:
     return json.dumps(mapping, sort_keys=True, default=str)
 
 
-def data_identity(task: TaskSpec) -> str:
-    section = task["data"]
+def data_identity(task: TaskSpec, seed: int) -> str:
+    section, model = task["data"], task["model"]
     return _freeze(
         {
             "dataset": section["dataset"],
@@ -49,14 +60,16 @@ def data_identity(task: TaskSpec) -> str:
             "params": section["params"],
             "min_user_interactions": section["min_user_interactions"],
             "min_item_interactions": section["min_item_interactions"],
-            "max_len": task["model"]["params"]["max_len"],
+            "max_len": model["params"]["max_len"],
+            "examples": models.example_recipe(model["name"], seed, **model["params"]),
         }
     )
 
 
-def prepare(task: TaskSpec) -> PreparedData:
-    """Load, filter, split and build training examples for a task (memoized)."""
-    return _prepare(data_identity(task))
+def prepare(task: TaskSpec, seed: int) -> PreparedData:
+    """Load, filter, split and build training examples for a task at a task seed (memoized;
+    runs whose examples do not depend on the seed share them)."""
+    return _prepare(data_identity(task, seed))
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,9 +83,13 @@ def _prepare(identity: str) -> PreparedData:
     )
     split = data_stage.leave_one_out(sequences)
     max_len = fields["max_len"]
-    inputs, targets = models.make_training_examples(list(split.train), max_len)
+    recipe = dict(fields["examples"])
+    builder = recipe.pop("builder")
+    inputs, targets = models.EXAMPLES[builder].build(
+        list(split.train), split.data.num_items, max_len, **recipe
+    )
     popularity = popularity_scores(list(split.train), split.data.num_items)
     return PreparedData(
         split=split, train_inputs=inputs, train_targets=targets,
-        item_popularity=popularity, max_len=max_len, identity=identity,
+        item_popularity=popularity, max_len=max_len, identity=identity, examples=builder,
     )

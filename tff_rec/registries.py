@@ -54,9 +54,14 @@ def params_for(section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
 
 def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Rules that involve more than one section; raise SpecError naming the keys."""
+    from tff_rec import models
     from tff_rec.privacy import mechanisms
     from tff_rec.spec import SpecError
 
+    try:  # model keys together (presets, heads dividing d, ...), before anything trains
+        models.resolve_hparams(sections["model"]["name"], **sections["model"]["params"])
+    except ValueError as error:
+        raise SpecError(f"{source}: {error}") from None
     algorithm = sections["algorithm"]["name"]
     privacy = sections["privacy"]
     if algorithm != "fedavg" and privacy["mechanism"] != "none":

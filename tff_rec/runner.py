@@ -51,6 +51,7 @@ def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
         )
         return evaluation.evaluate(
             score_fn, data.split, stage, max_len=data.max_len, ks=tuple(section["ks"]),
+            history_inputs=data.history_inputs,
             num_negatives=section["num_negatives"],
             negative_sampling=section["negative_sampling"], rng=rng,
             item_popularity=data.item_popularity,
@@ -77,7 +78,7 @@ def run_task(task: TaskSpec, seed: int, out: Path, progress: bool = True,
     directory = record.run_dir(out, task.hash, seed)
     if record.is_complete(directory):
         return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
-    data = prepare(task)  # bad input fails here, before any folder exists
+    data = prepare(task, seed)  # bad input fails here, before any folder exists
     cache_dir = Path(cache_dir or Path(out) / ".cache")
     with _exclusive(cache_dir / f"run-{task.hash}-seed-{seed}.lock"):
         if record.is_complete(directory):  # another process finished it while we waited

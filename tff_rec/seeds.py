@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-STAGES = ("partition", "init", "sampling", "dp-noise", "evaluation", "centralized")
+STAGES = ("partition", "init", "sampling", "dp-noise", "evaluation", "centralized", "examples")
 
 
 def derive(task_seed: int, stage: str) -> int:

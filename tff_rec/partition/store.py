@@ -53,14 +53,27 @@ def _element_spec(max_len: int) -> dict[str, tf.TensorSpec]:
     return {name: tf.TensorSpec(shape=[max_len], dtype=tf.int64) for name in ("inputs", "targets")}
 
 
+def _per_user(array: np.ndarray) -> np.ndarray:
+    """[num_users, examples_per_user, max_len]: a [num_users, max_len] array gets one example each."""
+    return array[:, None, :] if array.ndim == 2 else array
+
+
 def _client_rows(partition: Partition, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Client id → int64 rows of its users, in user order (the order the database stores them)."""
-    return {cid: rows[members].astype(np.int64) for cid, members in partition.clients.items()}
+    """Client id → int64 [examples, max_len]: its users' examples, in user order (the order the
+    database stores them)."""
+    rows = _per_user(rows)
+    return {
+        cid: rows[members].reshape(-1, rows.shape[-1]).astype(np.int64)
+        for cid, members in partition.clients.items()
+    }
 
 
 def _content_sha256(partition: Partition, inputs: np.ndarray, targets: np.ndarray) -> str:
     """Checksum of what the database must hold: client ids, their users and those users' rows."""
-    digest = hashlib.sha256(f"{FORMAT_VERSION}|{inputs.shape[1]}".encode())
+    digest = hashlib.sha256(f"{FORMAT_VERSION}|{inputs.shape[-1]}".encode())
+    per_user = _per_user(inputs).shape[1]
+    if per_user > 1:  # one example per user keeps the checksum it had before 3-D inputs existed
+        digest.update(f"|{per_user} per user".encode())
     for cid, members in sorted(partition.clients.items()):
         digest.update(json.dumps(cid).encode())
         for array in (members, inputs[members], targets[members]):
@@ -80,7 +93,9 @@ def _examples_sha256(connection: sqlite3.Connection) -> str:
     return digest.hexdigest()
 
 
-def _invalid_reason(path: Path, partition: Partition, content_sha256: str) -> Optional[str]:
+def _invalid_reason(
+    path: Path, partition: Partition, content_sha256: str, per_user: int
+) -> Optional[str]:
     """Why the cached database at ``path`` cannot be reused, or None if it can."""
     if not path.exists():
         return "missing"
@@ -90,7 +105,7 @@ def _invalid_reason(path: Path, partition: Partition, content_sha256: str) -> Op
             counts = dict(connection.execute("SELECT client_id, num_examples FROM client_metadata"))
             if metadata.get("content_sha256") != content_sha256:
                 return "built from different content"
-            if counts != {cid: len(members) for cid, members in partition.clients.items()}:
+            if counts != {cid: per_user * len(members) for cid, members in partition.clients.items()}:
                 return "client ids or example counts differ"
             if metadata.get("examples_sha256") != _examples_sha256(connection):
                 return "stored examples do not match their checksum"
@@ -129,9 +144,10 @@ def _write(path: Path, partition: Partition, inputs: np.ndarray, targets: np.nda
 
 
 def _check_inputs(partition: Partition, inputs: np.ndarray, targets: np.ndarray, key: str) -> None:
-    if inputs.ndim != 2 or inputs.shape != targets.shape:
+    if inputs.ndim not in (2, 3) or inputs.shape != targets.shape:
         raise ValueError(
-            f"inputs and targets must be 2-D arrays of one shape. Found {inputs.shape} and {targets.shape}."
+            "inputs and targets must be 2-D arrays of one shape ([users, max_len], or 3-D "
+            f"[users, examples per user, max_len]). Found {inputs.shape} and {targets.shape}."
         )
     for name, array in (("inputs", inputs), ("targets", targets)):
         if not np.issubdtype(array.dtype, np.integer):
@@ -154,15 +170,16 @@ def _check_inputs(partition: Partition, inputs: np.ndarray, targets: np.ndarray,
 def client_data(
     partition: Partition, inputs: np.ndarray, targets: np.ndarray, cache_dir: Path, key: str
 ) -> tff.simulation.datasets.ClientData:
-    """ClientData of the partition: per client, one element per user (in user order).
+    """ClientData of the partition: per client, one element per example (in user order).
 
     inputs, targets: int [num_users, max_len]; row u is user u's training example (rows of users
-    outside the partition are never stored). Elements are {'inputs': int64[max_len],
+    outside the partition are never stored); or [num_users, examples_per_user, max_len] for
+    several examples per user, stored consecutively. Elements are {'inputs': int64[max_len],
     'targets': int64[max_len]}. The database lives at ``cache_dir / f'{key}.sqlite'``; it is reused
     when intact and built from the same content, otherwise (re)built.
     """
     path = ensure_database(partition, inputs, targets, cache_dir, key)
-    return tff.simulation.datasets.load_and_parse_sql_client_data(str(path), _element_spec(inputs.shape[1]))
+    return tff.simulation.datasets.load_and_parse_sql_client_data(str(path), _element_spec(inputs.shape[-1]))
 
 
 def ensure_database(
@@ -175,7 +192,7 @@ def ensure_database(
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{key}.sqlite"
     content_sha256 = _content_sha256(partition, inputs, targets)
-    reason = _invalid_reason(path, partition, content_sha256)
+    reason = _invalid_reason(path, partition, content_sha256, _per_user(inputs).shape[1])
     if reason is not None:
         if reason != "missing":
             log.warning("Rebuilding partition cache %s: %s.", path, reason)

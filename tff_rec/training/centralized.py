@@ -17,7 +17,7 @@ def train_centralized(context: RunContext) -> Outcome:
     tf.keras.utils.set_random_seed(seeds.derive(context.seed, "centralized"))  # dropout stream
     model.compile(
         optimizer=algorithms.KERAS_OPTIMIZERS[config["optimizer"]](config["learning_rate"]),
-        loss=models.MaskedNextItemLoss(),
+        loss=models.training_loss(model),
     )
     users = np.flatnonzero((data.train_targets > 0).any(axis=1))
     inputs, targets = data.train_inputs[users], data.train_targets[users]

@@ -182,9 +182,7 @@ _CLIENT_DATA: dict[str, tff.simulation.datasets.ClientData] = {}
 def _client_data(client_split, data, cache_dir, key: str) -> tff.simulation.datasets.ClientData:
     """The partition's clients, read once per process from their SQLite store (built if needed)."""
     if key not in _CLIENT_DATA:
-        path = partition_store.ensure_database(
-            client_split, data.train_inputs, data.train_targets, cache_dir, key
-        )
+        path = partition_store.ensure_database(client_split, *data.user_examples(), cache_dir, key)
         _CLIENT_DATA.clear()  # keep one partition in memory at a time
         _CLIENT_DATA[key] = partition_store.load_in_memory(path, data.max_len)
     return _CLIENT_DATA[key]
@@ -212,7 +210,7 @@ def learning_process(context: RunContext, plan: Optional[PrivacyPlan]):
                 model_section["name"], data.num_items, seed=0, **model_section["params"]
             )
             return tff.learning.models.from_keras_model(
-                keras_model, loss=models.MaskedNextItemLoss(), input_spec=spec
+                keras_model, loss=models.training_loss(keras_model), input_spec=spec
             )
 
         aggregator = None

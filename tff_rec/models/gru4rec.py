@@ -1,0 +1,62 @@
+"""GRU4Rec (Hidasi et al., 2016): a recurrent, non-transformer next-item reference."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Optional
+
+import tensorflow as tf
+
+from tff_rec.models.base import CommonHParams, ItemSequenceModel, keras_nlp, padding_mask, positive_int
+
+
+@dataclasses.dataclass(frozen=True)
+class GRU4RecHParams(CommonHParams):
+    """GRU4Rec hyperparameters (same examples and evaluation as SASRec).
+
+    Presets (embedding_dim = GRU units, num_layers): tiny 16/1, small 32/1, base 100/1 (the
+    paper's 100 units, one layer), large 512/2. The GRU width equals embedding_dim, so the item
+    embedding can be tied to the output (tie_embeddings).
+    num_layers: stacked GRU layers.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"embedding_dim": 16, "num_layers": 1},
+        "small": {"embedding_dim": 32, "num_layers": 1},
+        "base": {"embedding_dim": 100, "num_layers": 1},
+        "large": {"embedding_dim": 512, "num_layers": 2},
+    }
+
+    num_layers: Optional[int] = None
+
+    def validate(self) -> None:
+        super().validate()
+        positive_int("num_layers", self.num_layers)
+
+
+class GRU4Rec(ItemSequenceModel):
+    """Item embedding, dropout, `num_layers` GRUs over the sequence, dropout, item scores.
+
+    inputs int32 [batch, L] → logits float32 [batch, L, num_items + 1]; position t sees items
+    ..t only (recurrence), padding steps are masked (the state carries over them), and the
+    output at t predicts the item after t, as SASRec's.
+    """
+
+    def __init__(self, num_items: int, hparams: GRU4RecHParams, **kwargs: Any) -> None:
+        super().__init__(num_items, hparams, **kwargs)
+        self.item_table = keras_nlp.layers.ReversibleEmbedding(
+            num_items + 1, hparams.embedding_dim, name="item_embedding"
+        )
+        self.output_projection = self._output_projection()
+        self.embedding_dropout = tf.keras.layers.Dropout(hparams.dropout, name="embedding_dropout")
+        self.grus = [
+            tf.keras.layers.GRU(hparams.embedding_dim, return_sequences=True, name=f"gru_{i}")
+            for i in range(hparams.num_layers)
+        ]
+        self.output_dropout = tf.keras.layers.Dropout(hparams.dropout, name="output_dropout")
+
+    def encode(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+        mask = padding_mask(inputs)
+        x = self.embedding_dropout(self.item_table(inputs), training=training)
+        for gru in self.grus:
+            x = gru(x, mask=mask, training=training)
+        return self.output_dropout(x, training=training)

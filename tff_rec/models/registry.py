@@ -1,0 +1,90 @@
+"""The model registry: name → hyperparameters, Keras model, and the examples it trains on."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tff_rec.models.base import CommonHParams, ItemSequenceModel
+from tff_rec.models.bert4rec import BERT4Rec, BERT4RecHParams
+from tff_rec.models.examples import EXAMPLES
+from tff_rec.models.gru4rec import GRU4Rec, GRU4RecHParams
+from tff_rec.models.losses import LOSSES
+from tff_rec.models.sasrec import SASRec, SASRecHParams
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its hyperparameter dataclass (defaults = the task file's defaults,
+    validated on construction), its constructor, and the `EXAMPLES` builder it trains on."""
+
+    hparams: type[CommonHParams]
+    build: Callable[[int, Any], ItemSequenceModel]
+    examples: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "sasrec": ModelEntry(hparams=SASRecHParams, build=SASRec, examples="next_item"),
+    "bert4rec": ModelEntry(hparams=BERT4RecHParams, build=BERT4Rec, examples="masked_item"),
+    "gru4rec": ModelEntry(hparams=GRU4RecHParams, build=GRU4Rec, examples="next_item"),
+}
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}. Allowed: {', '.join(sorted(MODELS))}.")
+    return MODELS[name]
+
+
+def model_hparams(name: str) -> dict[str, Any]:
+    """Allowed hyperparameters of model `name` and their defaults (None = from the size preset
+    or derived, see the hyperparameter class)."""
+    return {f.name: f.default for f in dataclasses.fields(_entry(name).hparams)}
+
+
+def resolve_hparams(name: str, **hparams: Any) -> CommonHParams:
+    """The validated hyperparameter dataclass of model `name`, presets and derived keys filled
+    in; ValueError names a bad key."""
+    entry = _entry(name)
+    allowed = model_hparams(name)
+    for key in hparams:
+        if key not in allowed:
+            raise ValueError(
+                f"Unknown hyperparameter model.{key} for model {name!r}. "
+                f"Allowed: {', '.join(sorted(allowed))}."
+            )
+    return entry.hparams(**hparams)
+
+
+def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> ItemSequenceModel:
+    """A built (variables created), uncompiled Keras model; same seed → same initial weights.
+
+    Determinism: `tf.keras.utils.set_random_seed(seed)` runs first. It reseeds Keras's seed
+    generator, from which every unseeded initializer draws its own op seed in creation order (so
+    this holds in eager mode and inside TFF's graph tracing alike), and, as a side effect, Python's
+    `random`, NumPy's global RNG and TF's global seed. Explicit initializer seeds are not an
+    option: keras-nlp clones one initializer for all sublayers of a block, which would make
+    same-shaped kernels (query, key, value) identical.
+    """
+    config = resolve_hparams(name, **hparams)
+    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
+        raise ValueError(f"num_items must be a positive integer. Found {num_items!r}.")
+    tf.keras.utils.set_random_seed(seed)
+    model = _entry(name).build(num_items, config)
+    model(tf.zeros([1, config.max_len], tf.int32))
+    return model
+
+
+def training_loss(model: ItemSequenceModel) -> tf.keras.losses.Loss:
+    """The loss `model` trains with (its `loss` hyperparameter), bound to the model if needed."""
+    return LOSSES[model.hparams.loss].build(model)
+
+
+def example_recipe(name: str, task_seed: int, **hparams: Any) -> dict[str, Any]:
+    """JSON-able description of model `name`'s training examples beyond (data, max_len):
+    {"builder": an `EXAMPLES` name, **its parameters}. Equal recipes → equal examples."""
+    entry = _entry(name)
+    config = resolve_hparams(name, **hparams)
+    return {"builder": entry.examples, **EXAMPLES[entry.examples].params(config, task_seed)}
