@@ -10,7 +10,8 @@ jobs setting (a fresh results folder each time, so nothing is skipped), and repo
   run records, the largest driver and TFF-worker peak of any run;
 - the speed-up of each `--jobs` setting over `--jobs 1` for the same study.
 
-    uv run python benchmarks/end_to_end.py [--studies tasks/quickstart.toml ...] [--jobs 1 2] [--json]
+    uv run python benchmarks/end_to_end.py [--studies tasks/quickstart.toml ...] [--jobs 1 2]
+        [--keep DIR] [--json]
 """
 from __future__ import annotations
 
@@ -30,11 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run_study(study: Path, jobs: int) -> dict[str, Any]:
-    """One timed `tff-rec study` in a fresh results folder."""
+def run_study(study: Path, jobs: int, keep: Optional[Path]) -> dict[str, Any]:
+    """One timed `tff-rec study` in a fresh results folder (kept under `keep` if given)."""
     from tff_rec import results
 
-    out = Path(tempfile.mkdtemp(prefix="tff-rec-e2e-"))
+    if keep is not None:
+        out = keep / f"{study.stem}-jobs{jobs}"
+        if out.exists():
+            raise FileExistsError(f"{out} exists: the benchmark needs a fresh results folder")
+    else:
+        out = Path(tempfile.mkdtemp(prefix="tff-rec-e2e-"))
     executable = shutil.which("tff-rec") or str(Path(sys.executable).parent / "tff-rec")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
@@ -55,7 +61,8 @@ def run_study(study: Path, jobs: int) -> dict[str, Any]:
         "run_driver_peak_mb": round(runs["peak_rss_mb"].max()),
         "run_worker_peak_mb": round(runs["worker_peak_rss_mb"].max()),
     }
-    shutil.rmtree(out, ignore_errors=True)
+    if keep is None:
+        shutil.rmtree(out, ignore_errors=True)
     return row
 
 
@@ -70,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", nargs="+", type=Path, default=[ROOT / "tasks" / "quickstart.toml"])
     parser.add_argument("--jobs", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the records in KEEP/<study>-jobs<N> (default: a deleted temp folder)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     from tff_rec import record
@@ -79,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         serial = None
         for jobs in args.jobs:
             print(f"{study.stem}, --jobs {jobs} ...", file=sys.stderr, flush=True)
-            row = run_study(study, jobs)
+            row = run_study(study, jobs, args.keep)
             serial = row["wall_s"] if jobs == 1 else serial
             row["speed_up"] = round(serial / row["wall_s"], 2) if serial else None
             rows.append(row)
