@@ -21,7 +21,7 @@ import numpy as np
 from tff_rec import evaluation, record, runtime, seeds
 from tff_rec.prepare import PreparedData, prepare
 from tff_rec.progress import RunProgress
-from tff_rec.spec import StudySpec, TaskSpec
+from tff_rec.spec import FEDERATED_ALGORITHMS, StudySpec, TaskSpec
 from tff_rec.training import TRAINERS
 from tff_rec.training.context import RunContext, ScoreFn
 
@@ -106,6 +106,7 @@ def run_task(task: TaskSpec, seed: int, out: Path, study: Optional[str] = None,
         "wall_seconds": round(time.perf_counter() - wall, 3),
         "cpu_seconds": round(time.process_time() - cpu, 3),  # this process; not the TFF worker
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **outcome.summary,  # trainer-specific entries (federated: `communication`)
     }
     _write_record(directory, task, rows, summary, outcome.privacy)
     return RunResult(directory, summary, False)
@@ -171,7 +172,8 @@ def plan_study(study: StudySpec, out: Path) -> list[PlannedRun]:
     planned = []
     for task in study.tasks:
         algorithm = task["algorithm"]
-        updates = algorithm["rounds"] * algorithm["clients_per_round"] if algorithm["name"] == "fedavg" else 0
+        federated = algorithm["name"] in FEDERATED_ALGORITHMS
+        updates = algorithm["rounds"] * algorithm["clients_per_round"] if federated else 0
         for seed in study.seeds:
             directory = record.run_dir(out, study.name, task.hash, seed)
             if record.is_complete(directory):
