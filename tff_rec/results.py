@@ -18,6 +18,10 @@ from tff_rec import record
 
 DEFAULT_METRICS = ("ndcg@10", "hr@10")
 ORDER = {"popularity": 0, "centralized": 1, "fedavg": 2}
+COMMUNICATION_COLUMNS = (
+    "bytes_down_total", "bytes_up_total", "bytes_down_per_client", "bytes_up_per_client",
+    "uplink_bits_per_parameter",
+)
 
 
 def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
@@ -40,6 +44,9 @@ def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
             f"het_{k}": v for k, v in (summary.get("heterogeneity") or {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         })
+        # communication totals (federated runs): `compare --columns bytes_up_total ...`
+        communication = summary.get("communication") or {}
+        row.update({key: communication.get(key) for key in COMMUNICATION_COLUMNS})
         row["path"] = str(directory)
         rows.append(row)
     if not rows:
@@ -77,7 +84,7 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
         if column not in runs:
             raise KeyError(
                 f"column {column!r} is not in the records; available: "
-                f"{', '.join(sorted(c for c in runs if c.startswith('het_')) + ['wall_seconds', 'rounds'])}"
+                f"{', '.join(sorted(c for c in runs if c.startswith('het_')) + ['wall_seconds', 'rounds', *COMMUNICATION_COLUMNS])}"
             )
     rows = []
     for (study, label, task_hash), group in runs.groupby(["study", "label", "task_hash"], sort=False):
