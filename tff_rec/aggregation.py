@@ -67,13 +67,13 @@ def _build_plain(weighted: bool) -> None:
     return None
 
 
-def _zeroing(inner, secure: bool = False):
+def _zeroing(inner):
     """The adaptive zeroing wrapper of TFF's compression/secure aggregators (same constants)."""
     import tensorflow_federated as tff
 
     norm = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
         initial_estimate=10.0, target_quantile=0.98, learning_rate=math.log(10.0),
-        multiplier=2.0, increment=1.0, secure_estimation=secure,
+        multiplier=2.0, increment=1.0,
     )
     return tff.aggregators.zeroing_factory(norm, inner)
 
@@ -94,10 +94,6 @@ def _build_compression(weighted: bool, *, quantization_bits: int, threshold: int
     to 8 and 20000); identical to it at the defaults."""
     import tensorflow_federated as tff
 
-    if (quantization_bits, threshold) == (QUANTIZATION_BITS.default, THRESHOLD.default):
-        return tff.learning.compression_aggregator(
-            zeroing=zeroing, clipping=clipping, weighted=weighted
-        )
     factory = tff.aggregators.EncodedSumFactory.quantize_above_threshold(
         quantization_bits=quantization_bits, threshold=threshold
     )

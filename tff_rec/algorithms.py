@@ -132,19 +132,64 @@ def build_fedavg_unweighted(setup: FederatedSetup) -> tff.learning.templates.Lea
     )
 
 
+class ProximalOptimizer(tff.learning.optimizers.Optimizer):
+    """`base` on the gradient of  loss + mu/2 ||w - w_anchor||^2 : adds mu (w - w_anchor).
+
+    The anchor is the weights of the first `next` call. TFF initializes the client optimizer
+    afresh for every client and round, so the anchor is the broadcast global model: this is
+    FedProx's local objective. (TFF 0.87's own `build_*_fed_prox` adds mu (w_anchor - w)
+    instead — `proximal_client_work.py`, `delta_l2_regularizer * (y - x)` with x the current and
+    y the initial weights — which pushes local models *away* from the global one; see
+    tests/test_algorithms.py.)
+    """
+
+    def __init__(self, base: tff.learning.optimizers.Optimizer, mu: float):
+        if not mu >= 0:
+            raise ValueError(f"algorithm.fedprox.mu must be >= 0. Found {mu!r}.")
+        self._base = base
+        self._mu = mu
+
+    def initialize(self, specs):
+        anchor = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs)
+        return {"base": self._base.initialize(specs), "anchor": anchor,
+                "anchored": tf.constant(False)}
+
+    def next(self, state, weights, gradients):
+        anchored = state["anchored"]
+        anchor = tf.nest.map_structure(
+            lambda a, w: tf.where(anchored, a, w), state["anchor"], weights
+        )
+        gradients = tf.nest.map_structure(
+            lambda g, w, a: tf.convert_to_tensor(g) + self._mu * (w - a), gradients, weights, anchor
+        )
+        base_state, weights = self._base.next(state["base"], weights, gradients)
+        return {"base": base_state, "anchor": anchor, "anchored": tf.constant(True)}, weights
+
+    def get_hparams(self, state):
+        return self._base.get_hparams(state["base"])
+
+    def set_hparams(self, state, hparams):
+        return {**state, "base": self._base.set_hparams(state["base"], hparams)}
+
+
 def build_fedprox(setup: FederatedSetup) -> tff.learning.templates.LearningProcess:
-    """FedProx (Li et al. 2020): local loss + mu/2 ||w - w_global||^2; unweighted with DP."""
+    """FedProx (Li et al. 2020): clients minimize  loss + mu/2 ||w - w_global||^2.
+
+    FedAvg's builders with the client optimizer wrapped in `ProximalOptimizer` (not TFF's
+    `build_*_fed_prox`, whose proximal term has the wrong sign in 0.87); mu = 0 is FedAvg.
+    Weighted by examples, unweighted with DP.
+    """
+    client = ProximalOptimizer(client_optimizer(setup.client), setup.params["mu"])
     common = dict(
-        proximal_strength=setup.params["mu"],
-        client_optimizer_fn=client_optimizer(setup.client),
+        client_optimizer_fn=client,
         server_optimizer_fn=server_optimizer(setup.server),
         loop_implementation=LOOP,
     )
     if setup.aggregator is None:
-        return tff.learning.algorithms.build_weighted_fed_prox(
+        return tff.learning.algorithms.build_weighted_fed_avg(
             setup.model_fn, model_aggregator=_uplink(setup, weighted=True), **common
         )
-    return tff.learning.algorithms.build_unweighted_fed_prox(
+    return tff.learning.algorithms.build_unweighted_fed_avg(
         setup.model_fn, model_aggregator=setup.aggregator, **common
     )
 
