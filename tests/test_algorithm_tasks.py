@@ -39,11 +39,15 @@ def resolve(**overrides):
          ["algorithm.server.beta_2", "must be in [0, 1)", "1.0"]),
         ({"algorithm.server.optimizer": "adam", "algorithm.server.initial_accumulator": 0.1},
          ["initial_accumulator", "yogi, adagrad"]),
+        ({"algorithm.name": "fedsgd", "algorithm.client.lr_decay": 0.9},
+         ["algorithm.client.lr_decay", "'fedsgd'", "algorithm.server.lr_decay"]),
         ({"algorithm.fedprox.mu": 0.5}, ["algorithm.fedprox.mu", "'fedprox'", "'fedavg'"]),
         ({"algorithm.name": "fedprox", "algorithm.fedprox.mu": -1}, ["algorithm.fedprox.mu", "must be >= 0"]),
         ({"privacy.mechanism": "ddp", "privacy.target_epsilon": 2.0}, ["target_epsilon", "'ddp'", "not accounted"]),
         ({"privacy.mechanism": "ddp", "privacy.noise_multiplier": 5.0, "algorithm.clients_per_round": 10},
          ["'ddp'", "noise_multiplier < 0.1", "= 1", "5.0"]),
+        ({"privacy.mechanism": "ddp", "privacy.noise_multiplier": 0.5, "privacy.bits": 16},
+         ["'ddp' cannot run here", "DecodeError"]),
     ],
 )
 def test_refused_and_invalid_settings_name_file_key_and_value(overrides, fragments):
@@ -61,14 +65,26 @@ def test_refused_and_invalid_settings_name_file_key_and_value(overrides, fragmen
     ] + [
         {"algorithm.name": "mime_lite", "aggregation.method": "compression"},
         {"algorithm.name": "fedsgd", "privacy.mechanism": "tree", "algorithm.sampling": "shuffle"},
-        {"privacy.mechanism": "ddp", "privacy.noise_multiplier": 0.5, "privacy.bits": 16},
         {"algorithm.server.optimizer": "yogi", "algorithm.server.beta_1": 0.5,
          "algorithm.server.epsilon": 1e-4, "algorithm.server.initial_accumulator": 1e-5},
         {"algorithm.server.optimizer": "adagrad", "algorithm.server.initial_accumulator": 0.05},
+        {"algorithm.name": "mime_lite", "algorithm.client.lr_decay": 0.9, "algorithm.server.lr_decay": 0.9},
     ],
 )
 def test_sound_combinations_load(overrides):
     resolve(**overrides)
+
+
+def test_ddp_reports_no_epsilon_and_says_why():
+    from tff_rec.privacy import mechanisms
+    from tff_rec.training.federated import _sampled_gaussian_ledger
+
+    ddp = mechanisms.get_mechanism("ddp")
+    ledger, reason = _sampled_gaussian_ledger(
+        ddp, mechanisms.validate_params("ddp", {}), 3,
+        dict(population=100, clients_per_round=10, delta=1e-5, sampling="poisson", accountant="rdp"),
+    )
+    assert ledger == [None] * 3 and "Skellam" in reason and "no event" in reason
 
 
 def test_new_keys_at_their_defaults_keep_the_task_hash():

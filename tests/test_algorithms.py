@@ -148,20 +148,32 @@ def test_proximal_optimizer_adds_mu_times_the_distance_to_the_first_weights():
     assert float(optimizer.get_hparams(state)["learning_rate"]) == 0.5
 
 
-def test_fedadam_server_state_moves_and_takes_its_hyperparameters():
-    server = {**SERVER, "optimizer": "adam", "learning_rate": 0.05, "beta_1": 0.8, "epsilon": 1e-3}
+def test_fedadam_server_state_moves_and_takes_its_hyperparameters_and_decay():
+    server = {**SERVER, "optimizer": "adam", "learning_rate": 0.05, "beta_1": 0.8, "epsilon": 1e-3,
+              "lr_decay": 0.5}
     process = build("fedavg", server=server)
     state = start(process)
     seen = []
     for _ in range(2):
         state = process.next(state, [A, B]).state
-        seen.append(state.finalizer)  # the server optimizer's state
-    first, second = seen
+        seen.append(state.finalizer)  # schedule_learning_rate's state around Adam's
+    first, second = (s["optimizer"] for s in seen)
     assert float(first["beta_1"]) == pytest.approx(0.8) and float(first["epsilon"]) == pytest.approx(1e-3)
     assert float(first["beta_2"]) == pytest.approx(0.999)  # TFF's default where the task says nothing
     assert int(first["step"]) == 1 and int(second["step"]) == 2
     for m1, m2 in zip(first["accumulator"], second["accumulator"]):
         assert np.abs(np.asarray(m1)).max() > 0 and not np.allclose(m1, m2)
+    # the learning rate of the next round: 0.05 × 0.5^r after r rounds
+    assert [float(s["learning_rate"]) for s in (first, second)] == pytest.approx([0.025, 0.0125])
+
+
+def test_client_learning_rate_decays_by_round(fedavg):
+    process = build("fedavg", client={**CLIENT, "lr_decay": 0.5})
+    constant = [weights_after(fedavg, [A, B], rounds) for rounds in (1, 2)]
+    decayed = [weights_after(process, [A, B], rounds) for rounds in (1, 2)]
+    for got, want in zip(decayed[0], constant[0]):  # round 1 uses learning_rate × 0.5^0
+        np.testing.assert_allclose(got, want, atol=1e-7)
+    assert max(np.abs(g - w).max() for g, w in zip(decayed[1], constant[1])) > 1e-4
 
 
 @pytest.mark.parametrize("name", ["fedsgd", "mime_lite"])
@@ -214,3 +226,13 @@ def test_compression_at_tff_defaults_is_tffs_compression_aggregator():
         theirs = tff.learning.compression_aggregator(weighted=weighted)
         args = (value, weight) if weighted else (value,)
         assert str(ours.create(*args).next.type_signature) == str(theirs.create(*args).next.type_signature)
+
+
+def test_secure_aggregation_runs_simulated_and_matches_the_plain_average(fedavg_unweighted):
+    # runtime.configure installs TFF's test context, which lowers the secure sums to plain ones.
+    uplink = aggregation.uplink("secure", {"zeroing": False, "clipping": False})
+    process = build("fedavg_unweighted", uplink=uplink)
+    for got, want in zip(weights_after(process, [A, B]), weights_after(fedavg_unweighted, [A, B])):
+        np.testing.assert_allclose(got, want, atol=1e-4)  # SecAgg's integer quantization error
+    up = communication.traffic(process).up_by_intrinsic
+    assert up["federated_secure_sum_bitwidth"] >= PARAMS * 4

@@ -70,15 +70,35 @@ def tff_optimizer(name: str, learning_rate: float, momentum: float = 0.0, **hpar
     return OPTIMIZERS[name](learning_rate, momentum=momentum, **hparams)
 
 
+def decayed(learning_rate: float, decay: float) -> Callable[[Any], Any]:
+    """Round-indexed exponential schedule  t ↦ learning_rate × decay^t  (t = 0 in round 1)."""
+    return lambda t: learning_rate * decay ** tf.cast(t, tf.float32)
+
+
 def server_optimizer(server: Mapping[str, Any]) -> tff.learning.optimizers.Optimizer:
-    """The server optimizer of a task's [algorithm.server] section (FedAdam, FedYogi, ...)."""
+    """The server optimizer of a task's [algorithm.server] section (FedAdam, FedYogi, ...).
+
+    With `lr_decay` ≠ 1 its learning rate follows `decayed` via
+    `tff.learning.optimizers.schedule_learning_rate` (the server optimizer steps once a round).
+    """
     hparams = {k: server.get(k) for k in ("beta_1", "beta_2", "epsilon", "initial_accumulator")}
-    return tff_optimizer(server["optimizer"], server["learning_rate"], server["momentum"], **hparams)
+    optimizer = tff_optimizer(server["optimizer"], server["learning_rate"], server["momentum"], **hparams)
+    decay = server.get("lr_decay", 1.0)
+    if decay != 1.0:
+        optimizer = tff.learning.optimizers.schedule_learning_rate(
+            optimizer, decayed(server["learning_rate"], decay)
+        )
+    return optimizer
 
 
 def client_optimizer(client: Mapping[str, Any]) -> tff.learning.optimizers.Optimizer:
     """The client optimizer (TFF's defaults for its hyperparameters)."""
     return tff_optimizer(client["optimizer"], client["learning_rate"])
+
+
+def client_decay(client: Mapping[str, Any]) -> float:
+    """The per-round decay of the client learning rate (1 = constant)."""
+    return client.get("lr_decay", 1.0)
 
 
 # An uplink factory builder: `uplink(weighted)` → the model aggregator (None: TFF's default mean).
@@ -108,8 +128,37 @@ def _uplink(setup: FederatedSetup, weighted: bool):
     return setup.uplink(weighted) if setup.uplink is not None else None
 
 
+def _build_scheduled_fedavg(setup: FederatedSetup, optimizer_fn: Callable[[Any], Any],
+                            weighted: bool) -> tff.learning.templates.LearningProcess:
+    """FedAvg whose client learning rate decays by round: TFF's
+    `build_weighted_fed_avg_with_optimizer_schedule` (the only FedAvg builder with a round-indexed
+    client learning rate in 0.87; it takes weighted aggregators only, so plain averages — DP, or
+    `fedavg_unweighted` — go through `as_weighted_aggregator`, which ignores the weights)."""
+    if setup.aggregator is not None:
+        aggregator = tff.aggregators.as_weighted_aggregator(setup.aggregator)
+    elif weighted:
+        aggregator = _uplink(setup, weighted=True)
+    else:
+        aggregator = tff.aggregators.as_weighted_aggregator(
+            _uplink(setup, weighted=False) or tff.aggregators.UnweightedMeanFactory()
+        )
+    return tff.learning.algorithms.build_weighted_fed_avg_with_optimizer_schedule(
+        setup.model_fn,
+        client_learning_rate_fn=decayed(setup.client["learning_rate"], client_decay(setup.client)),
+        client_optimizer_fn=optimizer_fn,
+        server_optimizer_fn=server_optimizer(setup.server),
+        model_aggregator=aggregator,
+        loop_implementation=LOOP,
+    )
+
+
 def build_fedavg(setup: FederatedSetup) -> tff.learning.templates.LearningProcess:
     """FedAvg (weighted by examples), or DP-FedAvg (unweighted) when a DP aggregator is given."""
+    if client_decay(setup.client) != 1.0:
+        return _build_scheduled_fedavg(
+            setup, lambda lr: tff_optimizer(setup.client["optimizer"], lr),
+            weighted=setup.aggregator is None,
+        )
     if setup.aggregator is None:
         return tff.learning.algorithms.build_weighted_fed_avg(
             setup.model_fn,
@@ -123,6 +172,10 @@ def build_fedavg(setup: FederatedSetup) -> tff.learning.templates.LearningProces
 
 def build_fedavg_unweighted(setup: FederatedSetup) -> tff.learning.templates.LearningProcess:
     """FedAvg with a plain (uniform) average of client updates."""
+    if client_decay(setup.client) != 1.0:
+        return _build_scheduled_fedavg(
+            setup, lambda lr: tff_optimizer(setup.client["optimizer"], lr), weighted=False
+        )
     return tff.learning.algorithms.build_unweighted_fed_avg(
         setup.model_fn,
         client_optimizer_fn=client_optimizer(setup.client),
@@ -179,7 +232,13 @@ def build_fedprox(setup: FederatedSetup) -> tff.learning.templates.LearningProce
     `build_*_fed_prox`, whose proximal term has the wrong sign in 0.87); mu = 0 is FedAvg.
     Weighted by examples, unweighted with DP.
     """
-    client = ProximalOptimizer(client_optimizer(setup.client), setup.params["mu"])
+    mu = setup.params["mu"]
+    if client_decay(setup.client) != 1.0:
+        return _build_scheduled_fedavg(
+            setup, lambda lr: ProximalOptimizer(tff_optimizer(setup.client["optimizer"], lr), mu),
+            weighted=setup.aggregator is None,
+        )
+    client = ProximalOptimizer(client_optimizer(setup.client), mu)
     common = dict(
         client_optimizer_fn=client,
         server_optimizer_fn=server_optimizer(setup.server),
@@ -216,6 +275,16 @@ def build_mime_lite(setup: FederatedSetup) -> tff.learning.templates.LearningPro
     gradient at the broadcast model. Both client→server vectors use the uplink aggregator."""
     if setup.aggregator is not None:  # registries.cross_check refuses this at task load
         raise ValueError("mime_lite does not compose with a DP aggregator (see registries.cross_check)")
+    if client_decay(setup.client) != 1.0:
+        return tff.learning.algorithms.build_mime_lite_with_optimizer_schedule(
+            setup.model_fn,
+            learning_rate_fn=decayed(setup.client["learning_rate"], client_decay(setup.client)),
+            base_optimizer=client_optimizer(setup.client),
+            server_optimizer=server_optimizer(setup.server),
+            model_aggregator=_uplink(setup, weighted=True),
+            full_gradient_aggregator=_uplink(setup, weighted=True),
+            loop_implementation=LOOP,
+        )
     return tff.learning.algorithms.build_weighted_mime_lite(
         setup.model_fn,
         base_optimizer=client_optimizer(setup.client),

@@ -115,6 +115,16 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
                 f"(TFF's adaptive clip estimate takes noise 0.05 × clients per round). "
                 f"Found {privacy['params']['noise_multiplier']!r}."
             ) from None
+        raise SpecError(f"{source}: privacy.mechanism = 'ddp' cannot run here: {DDP_UNAVAILABLE}")
+
+
+# Why `ddp` is registered (parameters, accounting note) but refused at task load.
+DDP_UNAVAILABLE = (
+    "TFF 0.87 fails to build a learning process around tff.learning.ddp_secure_aggregator with "
+    "the installed protobuf (4.25, upb): serializing the composed computation raises "
+    "'DecodeError: Error parsing message' (its nesting is too deep for upb; the pure-Python "
+    "protobuf did not finish building it in 5 minutes). The aggregator alone builds and runs."
+)
 
 
 def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
@@ -135,6 +145,12 @@ def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> 
                 f"algorithm.server.optimizer = {server['optimizer']!r} takes "
                 f"{', '.join(OPTIMIZER_HPARAMS[server['optimizer']])}. Found {server[key]!r}."
             )
+    if name == "fedsgd" and sections["algorithm.client"]["lr_decay"] != 1.0:
+        raise SpecError(
+            f"{source}: key 'algorithm.client.lr_decay' has no effect with algorithm.name = "
+            f"'fedsgd' (no client optimizer; decay the server's: algorithm.server.lr_decay). "
+            f"Found {sections['algorithm.client']['lr_decay']!r}."
+        )
     mu = sections["algorithm.fedprox"]["mu"]
     if name != "fedprox" and mu != SCHEMA["algorithm.fedprox"]["mu"].default:
         raise SpecError(

@@ -116,6 +116,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "learning_rate": Field(FLOAT, 0.5, positive),
         "local_epochs": Field(INT, 1, positive),
         "batch_size": Field(INT, 16, positive),
+        "lr_decay": Field(
+            FLOAT, 1.0, positive,
+            "client learning rate in round r = learning_rate × lr_decay^(r-1) (1 = constant)", False,
+        ),
     },
     "algorithm.server": {
         "optimizer": Field(STR, "sgd", one_of(*OPTIMIZERS)),
@@ -131,6 +135,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "initial_accumulator": Field(
             OPTIONAL_FLOAT, None, non_negative,
             "adagrad: TFF 0.1; yogi: TFF 1e-6 (initial preconditioner value)", False,
+        ),
+        "lr_decay": Field(
+            FLOAT, 1.0, positive,
+            "server learning rate in round r = learning_rate × lr_decay^(r-1) (1 = constant)", False,
         ),
     },
     "algorithm.fedprox": {

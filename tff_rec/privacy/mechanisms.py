@@ -22,7 +22,8 @@ Mechanisms:
             Learning with Secure Aggregation"; Agarwal et al. 2021, "The Skellam Mechanism"):
             clients rotate, scale, round and noise their updates with Skellam noise, and the server
             sees only the `bits`-bit modular secure sum. Its noise comes from TFF's own seeds (not
-            the task seed), and ε is not reported: see its `accounting_note`.
+            the task seed), and ε is not reported: see its `accounting_note`. Task files cannot
+            select it yet: `registries.DDP_UNAVAILABLE` says why.
 """
 from __future__ import annotations
 
@@ -268,21 +269,21 @@ def _build_tree(
 DDP_BITS = Param(
     "bits", int, 20, "Bit width of the secure sum (TFF allows 1 to 22).", Range(low=1, high=22)
 )
-DDP_ZEROING = Param("zeroing", bool, True, "Adaptive zeroing of extreme updates (robustness).")
 
 
 def _build_ddp(
-    *, clients_per_round: int, noise_seed: int, noise_multiplier: float, bits: int, zeroing: bool
+    *, clients_per_round: int, noise_seed: int, noise_multiplier: float, bits: int
 ) -> Aggregator:
     """`tff.learning.ddp_secure_aggregator`: distributed Skellam noise, adaptive clip, SecAgg.
 
-    `noise_seed` is not used: TFF seeds the clients' noise itself.
+    `noise_seed` is not used: TFF seeds the clients' noise itself. Without adaptive zeroing: with
+    it (TFF's default) TFF 0.87 fails to build the aggregator (protobuf DecodeError).
     """
     del noise_seed
     adaptive_noise_split(noise_multiplier, clients_per_round, None)  # TFF's own feasibility rule
     return tff.learning.ddp_secure_aggregator(
         noise_multiplier=noise_multiplier, expected_clients_per_round=clients_per_round,
-        bits=bits, zeroing=zeroing,
+        bits=bits, zeroing=False,
     )
 
 
@@ -363,7 +364,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 "Agarwal et al. 2021, The Skellam Mechanism for Differentially Private Federated "
                 "Learning; Kairouz et al. 2021, The Distributed Discrete Gaussian Mechanism"
             ),
-            params=(NOISE_MULTIPLIER, DDP_BITS, DDP_ZEROING),
+            params=(NOISE_MULTIPLIER, DDP_BITS),
             builder=_build_ddp,
             accounted_noise_multiplier=lambda params: None,
             accounting_note=(
