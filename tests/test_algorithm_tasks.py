@@ -124,7 +124,7 @@ def test_a_compressed_fedprox_run_records_its_bytes(tmp_path, capsys):
     assert [int(r["bytes_up"]) for r in rows] == [traffic["bytes_up_per_client"] * 10] * 2
     assert [int(r["bytes_down"]) for r in rows] == [traffic["bytes_down_per_client"] * 10] * 2
     assert traffic["bytes_up_total"] == 2 * 10 * traffic["bytes_up_per_client"]
-    assert traffic["uplink_bits_per_parameter"] == 8
+    assert 8 < traffic["uplink_bits_per_parameter"] < 32  # 8 bits above the threshold, 32 below
     # The tiny SASRec's item embedding (61 × 16 = 976 > 500) is quantized: the uplink is well below
     # float32 size, while the downlink still carries every float32 weight.
     params = traffic["trainable_parameters"]

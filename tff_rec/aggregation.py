@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tff_rec.privacy.params import Param, Range, validate
 
@@ -37,14 +37,15 @@ class Method:
     """A named uplink aggregator.
 
     builder(weighted, **params) → a `tff.aggregators` factory (None: TFF's default mean).
-    bits(params) → nominal bits per parameter of the model update on the uplink.
+    bits(params, size) → bits per value the method encodes a model-update tensor of `size` values
+      with (before word packing and per-tensor overheads).
     """
 
     name: str
     description: str
     params: tuple[Param, ...]
     builder: Callable[..., Any]
-    bits: Callable[[Mapping[str, Any]], float]
+    bits: Callable[[Mapping[str, Any], int], float]
 
     def defaults(self) -> dict[str, Any]:
         return {param.name: param.default for param in self.params}
@@ -114,15 +115,15 @@ def _build_secure(weighted: bool, *, zeroing: bool, clipping: bool):
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("plain", "float32 mean (TFF's default)", (), _build_plain, lambda p: 32.0),
+        Method("plain", "float32 mean (TFF's default)", (), _build_plain, lambda p, n: 32.0),
         Method(
             "compression", "uniform stochastic quantization of large tensors (Suresh et al. 2017)",
             (QUANTIZATION_BITS, THRESHOLD, ZEROING, CLIPPING), _build_compression,
-            lambda p: float(p["quantization_bits"]),
+            lambda p, n: float(p["quantization_bits"]) if n > p["threshold"] else 32.0,
         ),
         Method(
             "secure", "simulated secure aggregation (Bonawitz et al. 2017) with adaptive clipping",
-            (ZEROING, CLIPPING), _build_secure, lambda p: 32.0,
+            (ZEROING, CLIPPING), _build_secure, lambda p, n: 32.0,
         ),
     )
 }
@@ -151,6 +152,9 @@ def uplink(method: str, params: Mapping[str, Any]) -> Optional[Callable[[bool], 
     return lambda weighted: chosen.builder(weighted, **checked)
 
 
-def nominal_bits(method: str, params: Mapping[str, Any]) -> float:
-    """Bits per model-update parameter the method sends (before small-tensor exceptions)."""
-    return get_method(method).bits(validate_params(method, params))
+def nominal_bits(method: str, params: Mapping[str, Any], sizes: Sequence[int]) -> float:
+    """Mean bits per model-update value over tensors of `sizes` values (compression leaves tensors
+    at or below its threshold as float32): 32 for plain and secure (float32 values; SecAgg's own
+    bit width is not modelled), the quantization bits where every tensor is above the threshold."""
+    chosen, checked = get_method(method), validate_params(method, params)
+    return sum(chosen.bits(checked, n) * n for n in sizes) / sum(sizes)

@@ -107,18 +107,24 @@ def traffic(process: Any) -> Traffic:
     return Traffic(sum(down.values()), sum(up.values()), dict(down), dict(up))
 
 
+def _sizes(type_spec: Any) -> list[int]:
+    from tensorflow_federated.python.core.impl.types import computation_types as ct
+
+    if isinstance(type_spec, ct.StructType):
+        return [n for element in type_spec for n in _sizes(element)]
+    if isinstance(type_spec, ct.TensorType):
+        return [int(np.prod(type_spec.shape, dtype=np.int64))]
+    return []
+
+
+def trainable_sizes(process: Any) -> list[int]:
+    """Number of values of each trainable tensor of the process's model."""
+    weights = process.get_model_weights.type_signature.result
+    return _sizes(getattr(weights, "member", weights).trainable)
+
+
 def model_parameters(process: Any) -> tuple[int, int]:
     """(trainable, all) parameter counts of the process's model weights."""
     weights = process.get_model_weights.type_signature.result
     weights = getattr(weights, "member", weights)
-
-    def count(type_spec: Any) -> int:
-        from tensorflow_federated.python.core.impl.types import computation_types as ct
-
-        if isinstance(type_spec, ct.StructType):
-            return sum(count(element) for element in type_spec)
-        if isinstance(type_spec, ct.TensorType):
-            return int(np.prod(type_spec.shape, dtype=np.int64))
-        return 0
-
-    return count(weights.trainable), count(weights)
+    return sum(_sizes(weights.trainable)), sum(_sizes(weights))

@@ -254,7 +254,9 @@ def communication_record(task, process, traffic: communication.Traffic,
         "bytes_up_total": sum(row.get("bytes_up", 0) for row in rows),
         # nominal: what the uplink aggregator encodes a model-update value with; effective: every
         # uplink byte (update, weight, metrics, aggregator inputs) per trainable parameter.
-        "uplink_bits_per_parameter": aggregation.nominal_bits(section["method"], section["params"]),
+        "uplink_bits_per_parameter": aggregation.nominal_bits(
+            section["method"], section["params"], communication.trainable_sizes(process)
+        ),
         "uplink_bits_per_parameter_effective": round(8 * traffic.up / trainable, 4),
         "counted": communication.COUNTED,
     }
