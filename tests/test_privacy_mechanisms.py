@@ -120,7 +120,7 @@ def test_validate_fills_defaults_and_converts_ints():
         (
             "laplace",
             {},
-            "privacy.mechanism must be one of adaptive, clip, gaussian, none, tree. "
+            "privacy.mechanism must be one of adaptive, clip, ddp, gaussian, none, tree. "
             "Found 'laplace'.",
         ),
     ],

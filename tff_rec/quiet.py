@@ -20,6 +20,8 @@ def silence(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("absl", "tensorflow", "jax", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # tensor_encoding (TFF's compression aggregator) warns on the root logger at every trace.
+    logging.getLogger().addFilter(lambda record: "bitpacking method" not in record.getMessage())
     try:
         from absl import logging as absl_logging
 

@@ -33,11 +33,18 @@ def _privacy_params(section: Mapping[str, Any]) -> dict[str, Any]:
     return mechanisms.get_mechanism(section["mechanism"]).defaults()
 
 
+def _aggregation_params(section: Mapping[str, Any]) -> dict[str, Any]:
+    from tff_rec import aggregation
+
+    return aggregation.get_method(section["method"]).defaults()
+
+
 PARAMS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "data": _data_params,
     "partition": _partition_params,
     "model": _model_params,
     "privacy": _privacy_params,
+    "aggregation": _aggregation_params,
 }
 
 
@@ -58,17 +65,20 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     from tff_rec.privacy import mechanisms
     from tff_rec.spec import SpecError
 
+    from tff_rec.spec import FEDERATED_ALGORITHMS
+
     try:  # model keys together (presets, heads dividing d, ...), before anything trains
         models.resolve_hparams(sections["model"]["name"], **sections["model"]["params"])
     except ValueError as error:
         raise SpecError(f"{source}: {error}") from None
     algorithm = sections["algorithm"]["name"]
     privacy = sections["privacy"]
-    if algorithm != "fedavg" and privacy["mechanism"] != "none":
+    if algorithm not in FEDERATED_ALGORITHMS and privacy["mechanism"] != "none":
         raise SpecError(
             f"{source}: privacy.mechanism = {privacy['mechanism']!r} needs a federated algorithm; "
             f"algorithm.name = {algorithm!r} trains without clients (use privacy.mechanism = 'none')"
         )
+    _check_algorithm(source, sections)
     try:
         mechanisms.validate_params(privacy["mechanism"], privacy["params"])
     except ValueError as error:
@@ -93,3 +103,88 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     delta = privacy["delta"]
     if delta is not None and not 0 < delta < 1:
         raise SpecError(f"{source}: key 'privacy.delta' must be in (0, 1). Found {delta!r}.")
+    if privacy["mechanism"] == "ddp":
+        if privacy["target_epsilon"] is not None:
+            raise SpecError(
+                f"{source}: key 'privacy.target_epsilon' cannot be met with privacy.mechanism = "
+                f"'ddp': its ε is not accounted ({mechanisms.get_mechanism('ddp').accounting_note})"
+            )
+        try:
+            mechanisms.adaptive_noise_split(
+                privacy["params"]["noise_multiplier"], sections["algorithm"]["clients_per_round"], None
+            )
+        except ValueError:
+            raise SpecError(
+                f"{source}: privacy.mechanism = 'ddp' needs privacy.noise_multiplier < 0.1 × "
+                f"algorithm.clients_per_round = {0.1 * sections['algorithm']['clients_per_round']:g} "
+                f"(TFF's adaptive clip estimate takes noise 0.05 × clients per round). "
+                f"Found {privacy['params']['noise_multiplier']!r}."
+            ) from None
+        raise SpecError(f"{source}: privacy.mechanism = 'ddp' cannot run here: {DDP_UNAVAILABLE}")
+
+
+# Why `ddp` is registered (parameters, accounting note) but refused at task load.
+DDP_UNAVAILABLE = (
+    "TFF 0.87 fails to build a learning process around tff.learning.ddp_secure_aggregator with "
+    "the installed protobuf (4.25, upb): serializing the composed computation raises "
+    "'DecodeError: Error parsing message' (its nesting is too deep for upb; the pure-Python "
+    "protobuf did not finish building it in 5 minutes). The aggregator alone builds and runs."
+)
+
+
+def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """Algorithm parameters, server-optimizer hyperparameters and what composes with what."""
+    from tff_rec import aggregation
+    from tff_rec.algorithms import ALGORITHMS, OPTIMIZER_HPARAMS
+    from tff_rec.spec import SCHEMA, SpecError
+
+    name = sections["algorithm"]["name"]
+    mechanism = sections["privacy"]["mechanism"]
+    method = sections["aggregation"]["method"]
+    server = sections["algorithm.server"]
+    for key in ("beta_1", "beta_2", "epsilon", "initial_accumulator"):
+        if server[key] is not None and key not in OPTIMIZER_HPARAMS[server["optimizer"]]:
+            users = [o for o, keys in OPTIMIZER_HPARAMS.items() if key in keys]
+            raise SpecError(
+                f"{source}: key 'algorithm.server.{key}' applies to optimizer {', '.join(users)}; "
+                f"algorithm.server.optimizer = {server['optimizer']!r} takes "
+                f"{', '.join(OPTIMIZER_HPARAMS[server['optimizer']])}. Found {server[key]!r}."
+            )
+    if name == "fedsgd" and sections["algorithm.client"]["lr_decay"] != 1.0:
+        raise SpecError(
+            f"{source}: key 'algorithm.client.lr_decay' has no effect with algorithm.name = "
+            f"'fedsgd' (no client optimizer; decay the server's: algorithm.server.lr_decay). "
+            f"Found {sections['algorithm.client']['lr_decay']!r}."
+        )
+    mu = sections["algorithm.fedprox"]["mu"]
+    if name != "fedprox" and mu != SCHEMA["algorithm.fedprox"]["mu"].default:
+        raise SpecError(
+            f"{source}: key 'algorithm.fedprox.mu' applies to algorithm.name = 'fedprox'. "
+            f"Found algorithm.name = {name!r}."
+        )
+    try:
+        aggregation.validate_params(method, sections["aggregation"]["params"])
+    except ValueError as error:
+        raise SpecError(f"{source}: {error}") from None
+    if name not in ALGORITHMS:  # centralized, popularity: no clients, nothing more to compose
+        if method != "plain":
+            raise SpecError(
+                f"{source}: aggregation.method = {method!r} needs a federated algorithm; "
+                f"algorithm.name = {name!r} trains without clients (use aggregation.method = 'plain')"
+            )
+        return
+    refusal = ALGORITHMS[name].dp_refusal
+    if mechanism != "none" and refusal:
+        raise SpecError(
+            f"{source}: privacy.mechanism = {mechanism!r} does not compose with algorithm.name = "
+            f"{name!r}: {refusal}. Use privacy.mechanism = 'none', or a DP-compatible algorithm "
+            f"({', '.join(n for n, a in ALGORITHMS.items() if not a.dp_refusal)})."
+        )
+    if mechanism != "none" and method != "plain":
+        raise SpecError(
+            f"{source}: aggregation.method = {method!r} does not compose with privacy.mechanism = "
+            f"{mechanism!r}: the DP mechanism bounds each client's contribution by clipping before "
+            f"the sum, and {method}'s encoding after the clip (stochastic rounding, integer "
+            f"scaling) changes that bound. Use aggregation.method = 'plain', or privacy.mechanism "
+            f"= 'ddp' for distributed DP with secure aggregation."
+        )

@@ -30,6 +30,10 @@ IDENTITY = (
     "epsilon", "delta", "privacy_unit",
 )
 NOT_COLUMNS = {"seed", "resumed_from_round"}  # numeric summary keys that are not measurements
+COMMUNICATION_COLUMNS = (  # from summary["communication"] (federated runs)
+    "bytes_down_total", "bytes_up_total", "bytes_down_per_client", "bytes_up_per_client",
+    "uplink_bits_per_parameter",
+)
 
 
 # ---------------------------------------------------------------- loading
@@ -50,6 +54,8 @@ def _run_row(directory: Path) -> dict[str, Any]:
         f"het_{k}": v for k, v in (summary.get("heterogeneity") or {}).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     })
+    communication = summary.get("communication") or {}
+    row.update({key: communication.get(key) for key in COMMUNICATION_COLUMNS})
     row.update(_provenance(directory))
     row["path"] = str(directory)
     return row

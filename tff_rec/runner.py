@@ -27,7 +27,7 @@ import numpy as np
 from tff_rec import evaluation, record, runtime, seeds, usage
 from tff_rec.prepare import PreparedData, prepare
 from tff_rec.progress import RunProgress, StudyProgress
-from tff_rec.spec import StudySpec, TaskSpec
+from tff_rec.spec import FEDERATED_ALGORITHMS, StudySpec, TaskSpec
 from tff_rec.training import TRAINERS
 from tff_rec.training.context import RunContext, ScoreFn
 
@@ -279,7 +279,7 @@ def plan_study(study: StudySpec, out: Path) -> list[PlannedRun]:
     planned = []
     for task in study.tasks:
         algorithm = task["algorithm"]
-        federated = algorithm["name"] not in ("centralized", "popularity")
+        federated = algorithm["name"] in FEDERATED_ALGORITHMS
         updates = algorithm["rounds"] * algorithm["clients_per_round"] if federated else 0
         for seed in study.seeds:
             directory = record.run_dir(out, task.hash, seed)

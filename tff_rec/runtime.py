@@ -130,7 +130,11 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
     saved = {k: os.environ.get(k) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
     os.environ.update({k: "1" for k in saved})
     try:
-        tff.backends.native.set_sync_local_cpp_execution_context(
+        # TFF's test context is the native sync local C++ context plus one compiler pass that
+        # replaces secure-sum intrinsics (which the local runtime cannot run) by their insecure
+        # TensorFlow bodies: simulated secure aggregation for `aggregation.method = "secure"` and
+        # `privacy.mechanism = "ddp"`. Computations without secure intrinsics are unchanged.
+        tff.backends.test.set_sync_test_cpp_execution_context(
             max_concurrent_computation_calls=cores
         )
         _start_worker(tff)

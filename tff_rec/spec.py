@@ -40,6 +40,9 @@ class Field:
     default: Any
     check: Optional[Callable[[Any], Optional[str]]] = None
     doc: str = ""
+    # False for keys added after tasks were first hashed: at their default they are left out of
+    # the task hash, so a task written before the key existed keeps its hash (and its results).
+    hashed_at_default: bool = True
 
 
 def positive(value: Any) -> Optional[str]:
@@ -67,6 +70,10 @@ def fraction(value: Any) -> Optional[str]:
     return None if 0 < value < 1 else "must be in (0, 1)"
 
 
+def beta(value: Any) -> Optional[str]:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
 INT = (int,)
 FLOAT = (float, int)
 STR = (str,)
@@ -76,6 +83,10 @@ OPTIONAL_FLOAT = (float, int, type(None))
 
 OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad", "yogi")  # tff.learning.optimizers
 KERAS_OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad")  # centralized training (Keras has no Yogi)
+# Federated algorithms (the registry `tff_rec.algorithms.ALGORITHMS`; named here so that loading a
+# task does not import TensorFlow) and the trainers without clients.
+FEDERATED_ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedprox", "fedsgd", "mime_lite")
+ALGORITHMS = FEDERATED_ALGORITHMS + ("centralized", "popularity")
 
 # Fixed sections: key → Field. Sections with registry-defined keys (dataset params, partition
 # params, model hparams, privacy params) are validated against their registries in `_resolve`.
@@ -94,7 +105,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed_offset": Field(INT, 0, non_negative, "extra offset for model init seeds (ablations)"),
     },
     "algorithm": {
-        "name": Field(STR, "fedavg", one_of("fedavg", "centralized", "popularity")),
+        "name": Field(STR, "fedavg", one_of(*ALGORITHMS)),
         "rounds": Field(INT, 20, positive),
         "clients_per_round": Field(INT, 32, positive),
         "sampling": Field(
@@ -107,11 +118,33 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "learning_rate": Field(FLOAT, 0.5, positive),
         "local_epochs": Field(INT, 1, positive),
         "batch_size": Field(INT, 16, positive),
+        "lr_decay": Field(
+            FLOAT, 1.0, positive,
+            "client learning rate in round r = learning_rate × lr_decay^(r-1) (1 = constant)", False,
+        ),
     },
     "algorithm.server": {
         "optimizer": Field(STR, "sgd", one_of(*OPTIMIZERS)),
         "learning_rate": Field(FLOAT, 1.0, positive),
         "momentum": Field(FLOAT, 0.0, non_negative, "sgd: momentum (0 = none); sgdm: 0 means 0.9"),
+        # Absent (None) = TFF's default for the chosen optimizer; see algorithms.OPTIMIZER_HPARAMS.
+        "beta_1": Field(OPTIONAL_FLOAT, None, beta, "adam, yogi: first-moment decay (TFF: 0.9)", False),
+        "beta_2": Field(OPTIONAL_FLOAT, None, beta, "adam, yogi: second-moment decay (TFF: 0.999)", False),
+        "epsilon": Field(
+            OPTIONAL_FLOAT, None, positive,
+            "adam, adagrad: TFF 1e-7; yogi: TFF 1e-3 (adaptivity / numerical stability)", False,
+        ),
+        "initial_accumulator": Field(
+            OPTIONAL_FLOAT, None, non_negative,
+            "adagrad: TFF 0.1; yogi: TFF 1e-6 (initial preconditioner value)", False,
+        ),
+        "lr_decay": Field(
+            FLOAT, 1.0, positive,
+            "server learning rate in round r = learning_rate × lr_decay^(r-1) (1 = constant)", False,
+        ),
+    },
+    "algorithm.fedprox": {
+        "mu": Field(FLOAT, 0.01, non_negative, "proximal strength (0 = FedAvg)", False),
     },
     "algorithm.centralized": {
         "epochs": Field(INT, 10, positive),
@@ -134,13 +167,22 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "negative_sampling": Field(STR, "uniform", one_of("uniform", "popularity")),
         "batch_size": Field(INT, 512, positive),
     },
+    "aggregation": {
+        "method": Field(
+            STR, "plain", doc="uplink aggregator: plain | compression | secure (tff_rec.aggregation)",
+            hashed_at_default=False,
+        ),
+    },
     "run": {
         "checkpoint_every": Field(INT, 5, positive, "save a TFF program-state checkpoint every N rounds"),
     },
 }
 
 # Sections whose remaining keys are parameters checked by a registry.
-OPEN_SECTIONS = {"data": "params", "partition": "params", "model": "params", "privacy": "params"}
+OPEN_SECTIONS = {
+    "data": "params", "partition": "params", "model": "params", "privacy": "params",
+    "aggregation": "params",
+}
 TOP_LEVEL = {"name", "description"}
 STUDY_SECTION = "study"
 
@@ -172,9 +214,38 @@ class TaskSpec:
     @property
     def hash(self) -> str:
         """Content hash of the resolved task without its name and description (12 hex digits)."""
-        payload = {"spec_version": SPEC_VERSION, "sections": self.sections}
+        payload = {"spec_version": SPEC_VERSION, "sections": _hashed_sections(self.sections)}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# Registry parameters added after tasks were first hashed: left out of the hash at these values.
+UNHASHED_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"size": "base", "loss": "softmax", "num_sampled": 100},
+}
+
+
+def _hashed_sections(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The sections as hashed: keys added later (`hashed_at_default=False`, and the registry
+    parameters of `UNHASHED_PARAM_DEFAULTS`) are left out while at their default, as are empty
+    registry parameters and sections that end up empty."""
+    hashed: dict[str, Any] = {}
+    for name, values in sections.items():
+        schema = SCHEMA.get(name, {})
+        kept = {
+            key: value for key, value in values.items()
+            if not (key in schema and not schema[key].hashed_at_default
+                    and value == schema[key].default)
+        }
+        unhashed = UNHASHED_PARAM_DEFAULTS.get(name, {})
+        if unhashed and "params" in kept:
+            kept["params"] = {k: v for k, v in kept["params"].items()
+                              if not (k in unhashed and v == unhashed[k])}
+        if name in OPEN_SECTIONS and not kept.get("params", True) and set(kept) == {"params"}:
+            kept = {}
+        if kept or all(field.hashed_at_default for field in schema.values()):
+            hashed[name] = kept
+    return hashed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +384,10 @@ def _resolve_section(source: str, section: str, raw: Mapping[str, Any]) -> dict[
 
 
 def _entry_label(section: str, resolved: Mapping[str, Any]) -> str:
-    name_key = {"data": "dataset", "partition": "scheme", "model": "name", "privacy": "mechanism"}[section]
+    name_key = {
+        "data": "dataset", "partition": "scheme", "model": "name", "privacy": "mechanism",
+        "aggregation": "method",
+    }[section]
     return f"{section}.{name_key} = {resolved[name_key]!r}"
 
 

@@ -17,6 +17,13 @@ Mechanisms:
             (Andrew et al. 2021, "Differentially Private Learning with Adaptive Clipping").
   tree      DP-FTRL tree-aggregated noise (Kairouz et al. 2021, "Practical and Private (Deep)
             Learning without Sampling or Shuffling"); to be paired with a server SGD optimizer.
+  ddp       distributed DP with (simulated) secure aggregation, `tff.learning.ddp_secure_aggregator`
+            (Kairouz et al. 2021, "The Distributed Discrete Gaussian Mechanism for Federated
+            Learning with Secure Aggregation"; Agarwal et al. 2021, "The Skellam Mechanism"):
+            clients rotate, scale, round and noise their updates with Skellam noise, and the server
+            sees only the `bits`-bit modular secure sum. Its noise comes from TFF's own seeds (not
+            the task seed), and ε is not reported: see its `accounting_note`. Task files cannot
+            select it yet: `registries.DDP_UNAVAILABLE` says why.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from typing import Any, Callable, Mapping, Optional
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from tff_rec.privacy.params import NONNEGATIVE, POSITIVE, UNIT_INTERVAL, Param, validate
+from tff_rec.privacy.params import NONNEGATIVE, POSITIVE, UNIT_INTERVAL, Param, Range, validate
 from tff_rec.privacy.queries import SeededGaussianSumQuery, SeededQuantileAdaptiveClipSumQuery
 
 Aggregator = Optional[tff.aggregators.UnweightedAggregationFactory]
@@ -259,6 +266,27 @@ def _build_tree(
     )
 
 
+DDP_BITS = Param(
+    "bits", int, 20, "Bit width of the secure sum (TFF allows 1 to 22).", Range(low=1, high=22)
+)
+
+
+def _build_ddp(
+    *, clients_per_round: int, noise_seed: int, noise_multiplier: float, bits: int
+) -> Aggregator:
+    """`tff.learning.ddp_secure_aggregator`: distributed Skellam noise, adaptive clip, SecAgg.
+
+    `noise_seed` is not used: TFF seeds the clients' noise itself. Without adaptive zeroing: with
+    it (TFF's default) TFF 0.87 fails to build the aggregator (protobuf DecodeError).
+    """
+    del noise_seed
+    adaptive_noise_split(noise_multiplier, clients_per_round, None)  # TFF's own feasibility rule
+    return tff.learning.ddp_secure_aggregator(
+        noise_multiplier=noise_multiplier, expected_clients_per_round=clients_per_round,
+        bits=bits, zeroing=False,
+    )
+
+
 # ---------------------------------------------------------------- registry
 
 MECHANISMS: dict[str, Mechanism] = {
@@ -324,6 +352,26 @@ MECHANISMS: dict[str, Mechanism] = {
             accounting_note=(
                 "needs tree-aggregation accounting (each client at most once per tree); the "
                 "sampled-Gaussian accountant does not apply"
+            ),
+        ),
+        Mechanism(
+            name="ddp",
+            description=(
+                "Distributed DP with secure aggregation (TFF's ddp_secure_aggregator, Skellam "
+                "noise added by clients, adaptive clipping); ε not reported."
+            ),
+            reference=(
+                "Agarwal et al. 2021, The Skellam Mechanism for Differentially Private Federated "
+                "Learning; Kairouz et al. 2021, The Distributed Discrete Gaussian Mechanism"
+            ),
+            params=(NOISE_MULTIPLIER, DDP_BITS),
+            builder=_build_ddp,
+            accounted_noise_multiplier=lambda params: None,
+            accounting_note=(
+                "not accounted: TFF's ddp_secure_aggregator adds distributed Skellam noise after "
+                "random rotation, scaling and modular rounding, with an adaptive clip estimated "
+                "from noisy counts; dp-accounting has no event for this mechanism (and the "
+                "rounding inflates the sensitivity beyond the clip), so no ε is claimed"
             ),
         ),
     )

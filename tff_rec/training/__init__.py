@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from tff_rec.spec import FEDERATED_ALGORITHMS
 from tff_rec.training.context import Outcome, RunContext
 
 
@@ -25,7 +26,7 @@ def _popularity(context: RunContext) -> Outcome:
 
 
 TRAINERS: dict[str, Callable[[RunContext], Outcome]] = {
-    "fedavg": _federated,
+    **{name: _federated for name in FEDERATED_ALGORITHMS},
     "centralized": _centralized,
     "popularity": _popularity,
 }

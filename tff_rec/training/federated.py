@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from tff_rec import algorithms, models, record, runtime, seeds
+from tff_rec import aggregation, algorithms, communication, models, record, runtime, seeds
 from tff_rec.evaluation import score_last_position
 from tff_rec.partition import heterogeneity, partition
 from tff_rec.partition import store as partition_store
@@ -188,18 +188,25 @@ def _client_data(client_split, data, cache_dir, key: str) -> tff.simulation.data
     return _CLIENT_DATA[key]
 
 
-_PROCESSES: dict[str, tff.learning.templates.LearningProcess] = {}
+_PROCESSES: dict[str, tuple[tff.learning.templates.LearningProcess, communication.Traffic]] = {}
 
 
 def learning_process(context: RunContext, plan: Optional[PrivacyPlan]):
     """Build (or reuse) the learning process; building costs seconds, so it is cached per process."""
+    return _process_and_traffic(context, plan)[0]
+
+
+def _process_and_traffic(context: RunContext, plan: Optional[PrivacyPlan]):
+    """The learning process and its per-client traffic (sized once from its types), cached."""
     task, data = context.task, context.data
     model_section = task["model"]
     noise_seed = seeds.derive(context.seed, "dp-noise") if plan else None
+    algorithm = task["algorithm"]["name"]
     key = json.dumps(
         [model_section["name"], model_section["params"], data.num_items,
          task["algorithm.client"], task["algorithm.server"],
-         plan and [plan.mechanism, plan.params, plan.clients_per_round], noise_seed],
+         plan and [plan.mechanism, plan.params, plan.clients_per_round], noise_seed,
+         algorithm, task["algorithm.fedprox"], task["aggregation"]],
         sort_keys=True, default=str,
     )
     if key not in _PROCESSES:
@@ -219,12 +226,38 @@ def learning_process(context: RunContext, plan: Optional[PrivacyPlan]):
                 plan.mechanism, clients_per_round=plan.clients_per_round,
                 noise_seed=noise_seed, **plan.params,
             )
+        section = task["aggregation"]
         setup = algorithms.FederatedSetup(
             model_fn=model_fn, client=task["algorithm.client"], server=task["algorithm.server"],
-            aggregator=aggregator,
+            aggregator=aggregator, uplink=aggregation.uplink(section["method"], section["params"]),
+            algorithm=algorithm, params={"mu": task["algorithm.fedprox"]["mu"]},
         )
-        _PROCESSES[key] = algorithms.build_fedavg(setup)
+        process = algorithms.build_process(setup)
+        _PROCESSES[key] = (process, communication.traffic(process))
     return _PROCESSES[key]
+
+
+def communication_record(task, process, traffic: communication.Traffic,
+                         rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run summary's `communication` entry: per-client and total bytes, bits per parameter."""
+    trainable, total = communication.model_parameters(process)
+    section = task["aggregation"]
+    return {
+        "aggregation": section["method"], "aggregation_params": section["params"],
+        "trainable_parameters": trainable, "model_parameters": total,
+        "bytes_down_per_client": traffic.down, "bytes_up_per_client": traffic.up,
+        "bytes_down_by_intrinsic": traffic.down_by_intrinsic,
+        "bytes_up_by_intrinsic": traffic.up_by_intrinsic,
+        "bytes_down_total": sum(row.get("bytes_down", 0) for row in rows),
+        "bytes_up_total": sum(row.get("bytes_up", 0) for row in rows),
+        # nominal: what the uplink aggregator encodes a model-update value with; effective: every
+        # uplink byte (update, weight, metrics, aggregator inputs) per trainable parameter.
+        "uplink_bits_per_parameter": aggregation.nominal_bits(
+            section["method"], section["params"], communication.trainable_sizes(process)
+        ),
+        "uplink_bits_per_parameter_effective": round(8 * traffic.up / trainable, 4),
+        "counted": communication.COUNTED,
+    }
 
 
 def train_federated(context: RunContext) -> Outcome:
@@ -248,7 +281,7 @@ def train_federated(context: RunContext) -> Outcome:
     )
     client_data = _client_data(client_split, data, context.cache_dir, key)
     runtime.configure()  # after every input check: bad input fails before TFF starts
-    process = learning_process(context, plan)
+    process, traffic = _process_and_traffic(context, plan)
 
     keras_model = initial_model(context)
     state = process.set_model_weights(
@@ -290,6 +323,7 @@ def train_federated(context: RunContext) -> Outcome:
             result = process.next(state, datasets)
             state = result.state
             row["loss"] = float(result.metrics["client_work"]["train"]["loss"])
+        row["bytes_down"], row["bytes_up"] = traffic.round_bytes(len(cohort))
         row["seconds"] = round(time.perf_counter() - began, 4)
         if round_number % every == 0 or round_number == algorithm["rounds"]:
             sync_model()
@@ -301,6 +335,8 @@ def train_federated(context: RunContext) -> Outcome:
     sync_model()
     return Outcome(
         score_fn=score_fn,
+        summary={"communication": communication_record(
+            task, process, traffic, context.completed_rows)},
         privacy={**plan.to_record(), "privacy_unit": client_split.privacy_unit} if plan else None,
         partition={
             "scheme": client_split.scheme, "privacy_unit": client_split.privacy_unit,
