@@ -11,13 +11,15 @@ from typing import Optional
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only: no display is needed (or present on CI)
-matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: editable, searchable
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from tff_rec import results  # noqa: E402
+from tff_rec import results
+
+# Without a display matplotlib falls back to Agg (files only); in a notebook the inline backend
+# shows the figures. SVG text stays text: editable and searchable.
+matplotlib.rcParams["svg.fonttype"] = "none"
 
 NOT_FEDERATED = ("centralized", "popularity")
 
