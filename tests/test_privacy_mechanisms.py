@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rec.privacy import mechanisms, queries
 from tff_rec.privacy.mechanisms import MECHANISMS, build_aggregator, mix_seed, validate_params
 from tff_rec.privacy.queries import SeededGaussianSumQuery
 
@@ -270,3 +271,27 @@ def test_adaptive_clip_moves_towards_target_quantile():
     # Noise-free round 1 aggregate: every update clipped to 0.1, averaged over 4 clients.
     [first] = _run(process, 1, values)
     np.testing.assert_allclose(first, [0.06, 0.08], atol=1e-6)
+
+
+@pytest.mark.parametrize("mechanism, params", [
+    ("gaussian", {"clip": 1.0, "noise_multiplier": 1.0}),
+    ("adaptive", {"noise_multiplier": 0.5, "clipped_count_stddev": 1.0}),
+])
+def test_a_process_built_for_one_seed_draws_another_seeds_noise_after_the_swap(mechanism, params):
+    """What lets the runner build a DP learning process once for every seed of a study."""
+    assert mechanisms.get_mechanism(mechanism).seed_in_state
+    values = [np.full(DIM, 0.5, np.float32)] * CLIENTS
+    built_for_seed = _process(mechanism, noise_seed=11, **params)
+    reused = _process(mechanism, noise_seed=0, **params)
+    expected, swapped, state = [], [], built_for_seed.initialize()
+    reused_state = queries.with_noise_seed(reused.initialize(), 11)
+    for _ in range(3):
+        output = built_for_seed.next(state, values)
+        state = output.state
+        expected.append(output.result)
+        output = reused.next(reused_state, values)
+        reused_state = output.state
+        swapped.append(output.result)
+    np.testing.assert_array_equal(np.array(expected), np.array(swapped))
+    unswapped = reused.next(reused.initialize(), values).result
+    assert not np.array_equal(unswapped, expected[0])  # seed 0's noise differs: the swap mattered

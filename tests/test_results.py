@@ -111,3 +111,12 @@ def test_provenance_warnings_name_what_differs():
     assert any("2 git commits" in w and "aaaaaaaaaa" in w for w in warnings)
     assert any("modified working tree" in w and "natural · none" in w for w in warnings)
     assert any("2 different package versions" in w for w in warnings)
+
+
+def test_pivot_refuses_cells_that_mix_variants_until_other_axes_are_fixed():
+    with pytest.raises(ValueError, match="holds 2 variants.*privacy"):
+        results.pivot(runs_table(), "partition", "algorithm")
+    fixed = results.pivot(runs_table(), "partition", "algorithm", where={"privacy": "none"})
+    assert fixed.mean.loc["iid", "fedavg"] == pytest.approx(0.42)
+    with pytest.raises(KeyError, match="no such value"):
+        results.pivot(runs_table(), "partition", "algorithm", where={"privacy": "huge"})

@@ -93,7 +93,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.pivot:
         relative_to = None if args.relative_to == "none" else args.relative_to
         table = results.pivot(runs, *args.pivot, metric=args.metrics[0], stage=args.stage,
-                              relative_to=relative_to)
+                              relative_to=relative_to, where=dict(_overrides(args.where)))
         print(results.format_pivot(table, args.format))
         return 0
     table = results.compare(runs, args.metrics, stage=args.stage, columns=args.columns,
@@ -300,11 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--metrics", nargs="+", default=["ndcg@10", "hr@10"])
     compare.add_argument("--stage", choices=("test", "val"), default="test")
     compare.add_argument("--columns", nargs="+", default=[], metavar="COLUMN",
-                         help="extra columns, e.g. het_mean_js_divergence wall_seconds peak_rss_mb")
+                         help="extra columns, e.g. het_mean_js_divergence wall_seconds peak_rss_mb bytes_up_total")
     compare.add_argument("--baseline", default=None, metavar="LABEL",
                          help="paired t-test over seeds of every row against this variant")
     compare.add_argument("--pivot", nargs=2, metavar=("ROW_AXIS", "COL_AXIS"),
                          help="grid table of the first metric, e.g. --pivot partition privacy")
+    compare.add_argument("--where", action="append", default=[], metavar="AXIS=VALUE",
+                         help="pivot: fix another grid axis, e.g. --where partition=natural")
     compare.add_argument("--relative-to", default="auto", metavar="LABEL",
                          help="pivot: relative change against this variant (default: the "
                               "centralized one; 'none' to leave it out)")

@@ -32,8 +32,8 @@ def _mean_band(values: pd.Series) -> tuple[float, float]:
 def convergence(runs: pd.DataFrame, metric: str = "ndcg@10") -> plt.Figure:
     """Validation `metric` per round, mean and CI band across seeds, one line per federated variant.
 
-    Variants without rounds (centralized, popularity) are drawn as dashed lines at their final
-    validation value, for reference.
+    Variants without rounds (centralized, popularity) are drawn as gray dotted lines at their
+    final validation value, for reference.
     """
     figure, axes = plt.subplots(figsize=(9, 4.5))
     federated = runs[~runs["algorithm"].isin(NOT_FEDERATED)]
@@ -47,19 +47,9 @@ def convergence(runs: pd.DataFrame, metric: str = "ndcg@10") -> plt.Figure:
         band = np.array([c for _, c in curve])
         (line,) = axes.plot(rounds, mean, marker="o", markersize=3, label=label)
         axes.fill_between(rounds, mean - band, mean + band, color=line.get_color(), alpha=0.2)
-    for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
-        column = f"val_{metric}"
-        if column in group:
-            axes.axhline(_mean_band(group[column])[0], linestyle="--", color="gray", linewidth=1)
-            axes.annotate(label, (1.0, _mean_band(group[column])[0]), xycoords=("axes fraction", "data"),
-                          ha="right", va="bottom", fontsize=8, color="gray")
-    axes.set_xlabel("round")
-    axes.set_ylabel(f"validation {metric}")
-    axes.set_title(f"Convergence: validation {metric} (mean and 95% CI over seeds)")
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    return figure
+    _reference_lines(axes, runs, f"val_{metric}", at=1.0)
+    return _finish(figure, axes, "round", f"validation {metric}",
+                   f"Convergence: validation {metric} (mean and 95% CI over seeds)")
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -102,17 +92,29 @@ def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "part
     for mechanism in mechanisms:
         axes.plot([], [], color="black", linestyle="none", label=mechanism,
                   marker=MARKERS[mechanisms.index(mechanism) % len(MARKERS)])
-    for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
-        axes.axhline(_mean_band(group[column])[0], linestyle=":", color="gray", linewidth=1)
-        axes.annotate(label, (0.0, _mean_band(group[column])[0]), xycoords=("axes fraction", "data"),
-                      ha="left", va="bottom", fontsize=8, color="gray")
+    _reference_lines(axes, runs, column, at=0.0)
     axes.set_xscale("log")
     if epsilons:
         axes.set_xticks(sorted(epsilons), [f"{e:g}" for e in sorted(epsilons)])
         axes.minorticks_off()
-    axes.set_xlabel("ε (log scale)")
-    axes.set_ylabel(f"{stage} {metric}")
-    axes.set_title(f"{stage.capitalize()} {metric} vs ε by {by} (dashed: same {by} without DP)")
+    return _finish(figure, axes, "ε (log scale)", f"{stage} {metric}",
+                   f"{stage.capitalize()} {metric} vs ε by {by} (dashed: same {by} without DP)")
+
+
+def _reference_lines(axes: plt.Axes, runs: pd.DataFrame, column: str, at: float) -> None:
+    """Gray dotted lines at the mean `column` of the variants without rounds, labelled at x = `at`."""
+    for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
+        if column in group:
+            level = _mean_band(group[column])[0]
+            axes.axhline(level, linestyle=":", color="gray", linewidth=1)
+            axes.annotate(label, (at, level), xycoords=("axes fraction", "data"), fontsize=8,
+                          ha="left" if at < 0.5 else "right", va="bottom", color="gray")
+
+
+def _finish(figure: plt.Figure, axes: plt.Axes, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes.grid(alpha=0.3)
     figure.tight_layout()

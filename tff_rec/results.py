@@ -284,17 +284,31 @@ def _axis_column(runs: pd.DataFrame, axis: str) -> str:
 
 
 def pivot(runs: pd.DataFrame, row_axis: str, col_axis: str, metric: str = "ndcg@10",
-          stage: str = "test", relative_to: Optional[str] = "auto") -> Pivot:
+          stage: str = "test", relative_to: Optional[str] = "auto",
+          where: Optional[dict[str, str]] = None) -> Pivot:
     """Mean ± CI of `metric` for every (row, column) value pair of two axes.
 
+    where: values of the other axes ({axis: value}) that select one variant per cell; a cell that
+    still holds several variants is an error (its runs would mix settings).
     relative_to: label of the reference variant for the relative change (in %); "auto" picks the
     study's centralized variant when there is exactly one, None leaves it out.
     """
     _check_columns(runs, (), stage, [metric])
     row_column, col_column = _axis_column(runs, row_axis), _axis_column(runs, col_axis)
     ordered = _variant_order(runs)
+    for axis, value in (where or {}).items():
+        selected = ordered[_axis_column(ordered, axis)]
+        if value not in set(selected.dropna()):
+            raise KeyError(f"--where {axis}={value}: no such value; values: {', '.join(dict.fromkeys(selected.dropna()))}")
+        ordered = ordered[selected.isna() | (selected == value)]
     column = f"{stage}_{metric}"
     in_grid = ordered[row_column].notna() & ordered[col_column].notna()
+    mixed = ordered[in_grid].groupby([row_column, col_column], sort=False)["label"].nunique()
+    if (mixed > 1).any():
+        others = sorted(c[5:] for c in ordered if c.startswith("axis_") and c not in (row_column, col_column))
+        cell = mixed[mixed > 1].index[0]
+        raise ValueError(f"pivot cell {cell} holds {mixed.max()} variants: fix the other axes "
+                         f"({', '.join(others)}) with where, e.g. --where {others[0] if others else 'AXIS'}=VALUE")
     cells = ordered[in_grid].groupby([row_column, col_column], sort=False)[column].apply(list)
     rows = list(dict.fromkeys(ordered[in_grid][row_column]))
     cols = list(dict.fromkeys(ordered[in_grid][col_column]))

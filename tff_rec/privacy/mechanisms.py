@@ -55,6 +55,8 @@ class Mechanism:
         Gaussian accountant (`accounting.epsilon`) must use for this mechanism; `None` when
         that accounting does not apply (no DP at all, or a different analysis such as DP-FTRL).
       accounting_note: how ε is obtained for this mechanism, for run records.
+      seed_in_state: the noise seed lives only in the aggregator's state (`queries.noise_key`),
+        so one built process serves every seed: `queries.with_noise_seed` swaps it in.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Mechanism:
     builder: Callable[..., Aggregator]
     accounted_noise_multiplier: Callable[[Mapping[str, Any]], Optional[float]]
     accounting_note: str
+    seed_in_state: bool = False
 
     def defaults(self) -> dict:
         """The parameter defaults."""
@@ -307,6 +310,7 @@ MECHANISMS: dict[str, Mechanism] = {
             reference="McMahan et al. 2018 without the noise",
             params=(CLIP,),
             builder=_build_clip,
+            seed_in_state=True,
             accounted_noise_multiplier=lambda params: 0.0,
             accounting_note="noise multiplier 0: epsilon is infinite",
         ),
@@ -318,6 +322,7 @@ MECHANISMS: dict[str, Mechanism] = {
             ),
             params=(CLIP, NOISE_MULTIPLIER),
             builder=_build_gaussian,
+            seed_in_state=True,
             accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note="sampled Gaussian mechanism with noise_multiplier per round",
         ),
@@ -333,6 +338,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 CLIPPED_COUNT_STDDEV,
             ),
             builder=_build_adaptive,
+            seed_in_state=True,
             accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note=(
                 "sampled Gaussian mechanism with the total noise_multiplier (updates and clipped "

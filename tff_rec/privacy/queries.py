@@ -19,7 +19,9 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+import attr
 import dp_accounting
+import numpy as np
 import tensorflow as tf
 import tensorflow_privacy as tfp
 
@@ -65,6 +67,31 @@ def seeded_gaussian_noise(
 def noise_key(noise_seed: int, stream: int) -> tf.Tensor:
     """The int64 [2] stateless key of one noise stream."""
     return tf.constant([noise_seed, stream], dtype=tf.int64)
+
+
+def with_noise_seed(state: Any, noise_seed: int) -> Any:
+    """An aggregator state (as TFF returns it) with every `noise_key` set to `noise_seed`.
+
+    Walks namedtuples, attrs classes, lists, tuples and dicts; each key keeps its stream. The
+    queries here read their noise seed only from this state, so a learning process built once
+    (with any seed) draws exactly the noise of one built with `noise_seed` after this swap.
+    """
+    if hasattr(state, "_fields"):  # namedtuple (the queries' global states)
+        return type(state)(**{
+            field: np.array([noise_seed, value[1]], dtype=np.int64) if field == "noise_key"
+            else with_noise_seed(value, noise_seed)
+            for field, value in zip(state._fields, state)
+        })
+    if attr.has(type(state)):  # e.g. TFF's DPAggregatorState
+        return attr.evolve(state, **{
+            f.name.lstrip("_"): with_noise_seed(getattr(state, f.name), noise_seed)
+            for f in attr.fields(type(state)) if f.init
+        })
+    if isinstance(state, (list, tuple)):
+        return type(state)(with_noise_seed(value, noise_seed) for value in state)
+    if isinstance(state, dict):
+        return type(state)((key, with_noise_seed(value, noise_seed)) for key, value in state.items())
+    return state
 
 
 class SeededGaussianSumQuery(tfp.GaussianSumQuery):

@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any, Callable, Optional
 
+import attr
 import numpy as np
 import tensorflow_federated as tff
 
@@ -21,7 +22,7 @@ from tff_rec import aggregation, algorithms, communication, models, record, runt
 from tff_rec.evaluation import score_last_position
 from tff_rec.partition import heterogeneity, partition
 from tff_rec.partition import store as partition_store
-from tff_rec.privacy import accounting, mechanisms
+from tff_rec.privacy import accounting, mechanisms, queries
 from tff_rec.training.context import Outcome, RunContext, initial_model
 
 
@@ -191,6 +192,16 @@ def _client_data(client_split, data, cache_dir, key: str) -> tff.simulation.data
 _PROCESSES: dict[str, tuple[tff.learning.templates.LearningProcess, communication.Traffic]] = {}
 
 
+def _build_noise_seed(context: RunContext, plan: Optional[PrivacyPlan]) -> Optional[int]:
+    """The noise seed a process is built with: 0 when the mechanism keeps its seed in the
+    aggregator state (then one process serves every seed, see `train_federated`), else the run's."""
+    if plan is None:
+        return None
+    if mechanisms.get_mechanism(plan.mechanism).seed_in_state:
+        return 0
+    return seeds.derive(context.seed, "dp-noise")
+
+
 def learning_process(context: RunContext, plan: Optional[PrivacyPlan]):
     """Build (or reuse) the learning process; building costs seconds, so it is cached per process."""
     return _process_and_traffic(context, plan)[0]
@@ -200,7 +211,7 @@ def _process_and_traffic(context: RunContext, plan: Optional[PrivacyPlan]):
     """The learning process and its per-client traffic (sized once from its types), cached."""
     task, data = context.task, context.data
     model_section = task["model"]
-    noise_seed = seeds.derive(context.seed, "dp-noise") if plan else None
+    noise_seed = _build_noise_seed(context, plan)
     algorithm = task["algorithm"]["name"]
     key = json.dumps(
         [model_section["name"], model_section["params"], data.num_items,
@@ -287,6 +298,10 @@ def train_federated(context: RunContext) -> Outcome:
     state = process.set_model_weights(
         process.initialize(), tff.learning.models.ModelWeights.from_model(keras_model)
     )
+    if plan is not None and mechanisms.get_mechanism(plan.mechanism).seed_in_state:
+        # the process may have been built for another seed: this run's noise seed goes in here
+        state = attr.evolve(state, aggregator=queries.with_noise_seed(
+            state.aggregator, seeds.derive(context.seed, "dp-noise")))
     manager = tff.program.FileProgramStateManager(
         str(context.run_dir / record.CHECKPOINTS), keep_total=1, keep_first=False
     )
