@@ -14,7 +14,6 @@ import json
 import time
 from typing import Any, Callable, Optional
 
-import attr
 import numpy as np
 import tensorflow_federated as tff
 
@@ -300,7 +299,7 @@ def train_federated(context: RunContext) -> Outcome:
     )
     if plan is not None and mechanisms.get_mechanism(plan.mechanism).seed_in_state:
         # the process may have been built for another seed: this run's noise seed goes in here
-        state = attr.evolve(state, aggregator=queries.with_noise_seed(
+        state = state._replace(aggregator=queries.with_noise_seed(  # LearningAlgorithmState
             state.aggregator, seeds.derive(context.seed, "dp-noise")))
     manager = tff.program.FileProgramStateManager(
         str(context.run_dir / record.CHECKPOINTS), keep_total=1, keep_first=False
