@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tff_rec import cli, record, results, runtime
+from tff_rec import cli, record, runtime
 from tff_rec.spec import SpecError, apply_overrides, resolve_task
 
 from test_end_to_end import task_text

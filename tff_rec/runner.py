@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import datetime
 import fcntl
@@ -18,6 +19,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -224,8 +226,11 @@ def run_recorded(task: TaskSpec, seed: int, out: Path, progress: bool = False) -
 
 
 def _init_job(threads: int) -> None:
-    """Set up a study job process: quiet logs, and its share of the cores for TF and TFF."""
+    """Set up a study job process: quiet logs, its share of the cores for TF and TFF, and a
+    SIGTERM when the study process dies (else a killed study would leave its jobs running)."""
     from tff_rec.quiet import silence
+
+    _terminate_with_parent()
 
     silence(False)
     import tensorflow as tf
@@ -238,6 +243,21 @@ def _init_job(threads: int) -> None:
 def usable_jobs(jobs: int) -> int:
     """`jobs`, capped at the number of cores: each job needs at least one core of its own."""
     return max(1, min(jobs, len(os.sched_getaffinity(0))))
+
+
+def _terminate_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent exits (prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:  # not Linux/glibc: jobs then outlive a killed study, as they would anyway
+        pass
+    signal.signal(signal.SIGTERM, _stop_job)
+
+
+def _stop_job(signum: int, frame: object) -> None:
+    """End a job process now, with its TFF worker (SystemExit would be taken for a run's error)."""
+    runtime.stop_workers()
+    os._exit(128 + signum)
 
 
 def _run_parallel(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int,
