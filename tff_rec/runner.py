@@ -78,14 +78,21 @@ def run_task(task: TaskSpec, seed: int, out: Path, progress: bool = True,
              cache_dir: Optional[Path] = None) -> RunResult:
     """Run `task` at `seed` unless its record is already complete; return the record's summary."""
     directory = record.run_dir(out, task.hash, seed)
-    if record.is_complete(directory):
-        return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
+    done = _already_complete(directory)
+    if done is not None:
+        return done
     data = prepare(task, seed)  # bad input fails here, before any folder exists
     cache_dir = Path(cache_dir or Path(out) / ".cache")
     with _exclusive(cache_dir / f"run-{task.hash}-seed-{seed}.lock"):
-        if record.is_complete(directory):  # another process finished it while we waited
-            return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
-        return _run(task, seed, data, directory, cache_dir, progress)
+        # another process may have finished it while we waited
+        return _already_complete(directory) or _run(task, seed, data, directory, cache_dir, progress)
+
+
+def _already_complete(directory: Path) -> Optional[RunResult]:
+    """The skipped result of a complete record, or None when the run still has to be made."""
+    if not record.is_complete(directory):
+        return None
+    return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
 
 
 def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_dir: Path,
@@ -200,8 +207,7 @@ def run_study(study: StudySpec, out: Path, progress: bool = True,
                 error = json.loads(failure.read_text())["error"]
                 results[task.hash, seed] = RunResult(directory, {}, True, error)
             elif record.is_complete(directory):
-                results[task.hash, seed] = RunResult(
-                    directory, json.loads((directory / record.SUMMARY).read_text()), True)
+                results[task.hash, seed] = _already_complete(directory)
             else:
                 pending[task.hash, seed] = task
     jobs = usable_jobs(jobs)
@@ -231,8 +237,7 @@ def _init_job(threads: int) -> None:
     from tff_rec.quiet import silence
 
     _terminate_with_parent()
-
-    silence(False)
+    silence(False)  # before TensorFlow is imported: its C++ logging reads the environment then
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
