@@ -242,3 +242,77 @@ def test_secure_aggregation_runs_simulated_and_matches_the_plain_average(fedavg_
         np.testing.assert_allclose(got, want, atol=1e-4)  # SecAgg's integer quantization error
     up = communication.traffic(process).up_by_intrinsic
     assert up["federated_secure_sum_bitwidth"] >= PARAMS * 4
+
+
+# ---------------------------------------------------------------- one build, many hyperparameters
+
+ADAM = {**SERVER, "optimizer": "adam", "learning_rate": 0.05}
+REUSE_PAIRS = {  # (built for, run with): the same build key, different settable values
+    "fedavg: client lr, server lr and momentum": (
+        ("fedavg", CLIENT, {**SERVER, "momentum": 0.5}, 0.0),
+        ("fedavg", {**CLIENT, "learning_rate": 0.3, "batch_size": 8}, {**SERVER, "learning_rate": 0.5, "momentum": 0.9}, 0.0)),
+    "fedprox: mu, client lr, Adam's lr, betas and epsilon": (
+        ("fedprox", CLIENT, ADAM, 0.1),
+        ("fedprox", {**CLIENT, "learning_rate": 0.2}, {**ADAM, "learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.99, "epsilon": 1e-3}, 2.0)),
+    "fedsgd: Adagrad's lr and epsilon": (
+        ("fedsgd", CLIENT, {**SERVER, "optimizer": "adagrad", "learning_rate": 0.1}, 0.0),
+        ("fedsgd", CLIENT, {**SERVER, "optimizer": "adagrad", "learning_rate": 0.5, "epsilon": 0.1}, 0.0)),
+    "scheduled client lr, server yogi": (
+        ("fedavg_unweighted", {**CLIENT, "lr_decay": 0.5}, {**ADAM, "optimizer": "yogi"}),
+        ("fedavg_unweighted", {**CLIENT, "lr_decay": 0.5}, {**ADAM, "optimizer": "yogi", "learning_rate": 0.2, "beta_1": 0.7})),
+}
+
+
+@pytest.mark.parametrize("pair", REUSE_PAIRS.values(), ids=list(REUSE_PAIRS))
+def test_a_process_built_for_other_hyperparameters_runs_as_its_own_build_after_set_hparams(pair):
+    from tff_rec.training import processes
+
+    (name, client, server, *mu), (_, run_client, run_server, *run_mu) = pair
+    built_for = algorithms.build_key(name, client, server, {"mu": (mu or [0.0])[0]})
+    run_params = {"mu": (run_mu or [0.0])[0]}
+    assert algorithms.build_key(name, run_client, run_server, run_params) == built_for
+    reused = build(name, client, server, mu=(mu or [0.0])[0])
+    fresh = build(name, run_client, run_server, **run_params)
+    state = processes.with_hparams(
+        reused, start(reused), algorithms.settable_hparams(name, run_client, run_server, run_params)
+    )
+    assert reused.get_hparams(state) == fresh.get_hparams(start(fresh))
+    unset = start(reused)
+    for _ in range(2):
+        state = reused.next(state, [A, B]).state
+        unset = reused.next(unset, [A, B]).state
+    got = [np.asarray(w) for w in reused.get_model_weights(state).trainable]
+    for got_w, want_w in zip(got, weights_after(fresh, [A, B], rounds=2)):
+        np.testing.assert_array_equal(got_w, want_w)
+    without = [np.asarray(w) for w in reused.get_model_weights(unset).trainable]
+    assert max(np.abs(g - w).max() for g, w in zip(got, without)) > 1e-4  # the values mattered
+
+
+@pytest.mark.parametrize("change", [
+    {"server": {"lr_decay": 0.9}},  # a schedule is built in
+    {"server": {"momentum": 0.5}},  # SGD with momentum keeps a momentum state
+    {"server": {"optimizer": "adagrad", "initial_accumulator": 0.5}},  # used at initialization
+    {"client": {"lr_decay": 0.9}},
+    {"client": {"optimizer": "adam"}},
+    {"algorithm": "fedsgd"},
+])
+def test_build_keys_differ_where_a_value_is_built_into_the_process(change):
+    server = {**SERVER, "optimizer": "adagrad"} if "initial_accumulator" in str(change) else SERVER
+    base = ("fedavg", CLIENT, server, {"mu": 0.0})
+    changed = (change.get("algorithm", "fedavg"), {**CLIENT, **change.get("client", {})},
+               {**server, **change.get("server", {})}, {"mu": 0.0})
+    assert algorithms.build_key(*base) != algorithms.build_key(*changed)
+
+
+def test_client_values_a_process_does_not_expose_stay_in_its_build_key():
+    # mime_lite's and fedsgd's client steps (and a scheduled client lr) are built in
+    for name in ("mime_lite", "fedsgd"):
+        assert algorithms.settable_hparams(name, CLIENT, SERVER, {"mu": 0.0})["client_work"] == {}
+        assert (algorithms.build_key(name, CLIENT, SERVER, {"mu": 0.0})
+                != algorithms.build_key(name, {**CLIENT, "learning_rate": 0.3}, SERVER, {"mu": 0.0}))
+    fedprox = {"mu": 0.1}, {"mu": 0.2}
+    scheduled = {**CLIENT, "lr_decay": 0.5}
+    assert (algorithms.build_key("fedprox", scheduled, SERVER, fedprox[0])
+            != algorithms.build_key("fedprox", scheduled, SERVER, fedprox[1]))
+    assert (algorithms.build_key("fedprox", CLIENT, SERVER, fedprox[0])
+            == algorithms.build_key("fedprox", CLIENT, SERVER, fedprox[1]))

@@ -536,3 +536,31 @@ values = [{ "privacy.mechanism" = "none" },
     text = execute_notebook("04_partition_x_privacy.ipynb", TFF_REC_RESULTS=str(out / "grid"))
     assert "| partition \\ privacy | none | gaussian(ε=20) |" in text
     assert "iid(K=12, m=3)" in text and "best private cell" in text
+
+
+def test_runs_differing_only_in_state_values_share_a_build_and_match_their_own_builds(tmp_path, capsys):
+    """Learning rates and DP settings go into one built process's state (`training.processes`)."""
+    from tff_rec.training import processes
+
+    dp = '"privacy.mechanism" = "gaussian", '
+    variants = {
+        "lr": '"algorithm.client.learning_rate" = 0.3, "algorithm.server.learning_rate" = 0.8',
+        "dp": dp + '"privacy.clip" = 1.0, "privacy.noise_multiplier" = 1.0',
+        "other lr": '"algorithm.client.learning_rate" = 0.1, "algorithm.server.learning_rate" = 1.5',
+        "other dp": dp + '"privacy.clip" = 0.3, "privacy.noise_multiplier" = 2.0, "algorithm.clients_per_round" = 6',
+    }
+    processes._BUILT.clear()
+    shared = write_study(tmp_path, "shared", variants, rounds=2)
+    assert cli.main(["study", str(shared), "--out", str(tmp_path / "shared"), "--no-progress"]) == 0
+    assert len(processes._BUILT) == 2  # one without DP, one gaussian
+    reused = summaries(tmp_path / "shared" / "shared")
+    for label in ("other lr", "other dp"):
+        processes._BUILT.clear()
+        alone = write_study(tmp_path, "alone", {label: variants[label]}, rounds=2)
+        assert cli.main(["study", str(alone), "--out", str(tmp_path / "alone"), "--no-progress"]) == 0
+        task_hash = reused[label, 0]["task_hash"]
+        assert metric_rows(record.run_dir(tmp_path / "alone", task_hash, 0)) == metric_rows(
+            record.run_dir(tmp_path / "shared", task_hash, 0))
+    rows = [metric_rows(record.run_dir(tmp_path / "shared", reused[label, 0]["task_hash"], 0))
+            for label in ("lr", "other lr")]
+    assert rows[0][-1]["loss"] != rows[1][-1]["loss"]  # the learning rates took effect

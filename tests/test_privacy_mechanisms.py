@@ -273,20 +273,30 @@ def test_adaptive_clip_moves_towards_target_quantile():
     np.testing.assert_allclose(first, [0.06, 0.08], atol=1e-6)
 
 
-@pytest.mark.parametrize("mechanism, params", [
-    ("gaussian", {"clip": 1.0, "noise_multiplier": 1.0}),
-    ("adaptive", {"noise_multiplier": 0.5, "clipped_count_stddev": 1.0}),
+@pytest.mark.parametrize("mechanism, built_with, run_with", [
+    ("gaussian", {"clip": 1.0, "noise_multiplier": 1.0}, {"clip": 0.3, "noise_multiplier": 2.0}),
+    ("clip", {"clip": 1.0}, {"clip": 0.2}),
+    ("adaptive", {"noise_multiplier": 0.5, "clipped_count_stddev": 1.0},
+     {"noise_multiplier": 0.8, "initial_clip": 0.5, "target_unclipped_quantile": 0.7,
+      "clip_learning_rate": 0.1, "clipped_count_stddev": 2.0}),
 ])
-def test_a_process_built_for_one_seed_draws_another_seeds_noise_after_the_swap(mechanism, params):
-    """What lets the runner build a DP learning process once for every seed of a study."""
-    assert mechanisms.get_mechanism(mechanism).seed_in_state
-    values = [np.full(DIM, 0.5, np.float32)] * CLIENTS
-    built_for_seed = _process(mechanism, noise_seed=11, **params)
-    reused = _process(mechanism, noise_seed=0, **params)
-    expected, swapped, state = [], [], built_for_seed.initialize()
-    reused_state = queries.with_noise_seed(reused.initialize(), 11)
+def test_a_process_built_for_other_parameters_runs_as_its_own_build_after_the_state_swap(
+    mechanism, built_with, run_with
+):
+    """What lets the runner build a DP learning process once for every seed and setting."""
+    values = [np.linspace(-1.0, 2.0, DIM).astype(np.float32) * (i + 1) for i in range(CLIENTS)]
+    fresh = build_aggregator(mechanism, clients_per_round=CLIENTS, noise_seed=11, **run_with)
+    fresh = fresh.create(tff.TensorType(np.float32, [DIM]))
+    # built for other parameters, another noise seed and another denominator (cohort size)
+    reused = build_aggregator(mechanism, clients_per_round=2 * CLIENTS, noise_seed=0, **built_with)
+    reused = reused.create(tff.TensorType(np.float32, [DIM]))
+    query_state = mechanisms.initial_query_state(
+        mechanism, clients_per_round=CLIENTS, noise_seed=11, **run_with
+    )
+    expected, swapped, state = [], [], fresh.initialize()
+    reused_state = queries.with_query_state(reused.initialize(), query_state)
     for _ in range(3):
-        output = built_for_seed.next(state, values)
+        output = fresh.next(state, values)
         state = output.state
         expected.append(output.result)
         output = reused.next(reused_state, values)
@@ -294,4 +304,13 @@ def test_a_process_built_for_one_seed_draws_another_seeds_noise_after_the_swap(m
         swapped.append(output.result)
     np.testing.assert_array_equal(np.array(expected), np.array(swapped))
     unswapped = reused.next(reused.initialize(), values).result
-    assert not np.array_equal(unswapped, expected[0])  # seed 0's noise differs: the swap mattered
+    assert not np.array_equal(unswapped, expected[0])  # the swap mattered
+
+
+def test_the_query_state_swap_refuses_a_state_of_another_layout():
+    gaussian = mechanisms.initial_query_state("gaussian", clients_per_round=4, noise_seed=1)
+    adaptive_process = _process("adaptive", dim=2, noise_multiplier=0.0)
+    with pytest.raises(ValueError, match="expected one DP query state"):
+        queries.with_query_state(adaptive_process.initialize(), gaussian.numerator_state)
+    with pytest.raises(ValueError, match="not a DP query"):
+        mechanisms.initial_query_state("tree", clients_per_round=4, noise_seed=1)

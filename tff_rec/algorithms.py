@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -204,8 +205,9 @@ class ProximalOptimizer(tff.learning.optimizers.Optimizer):
 
     def initialize(self, specs):
         anchor = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs)
+        # mu lives in the state, as a hyperparameter: a process built once serves every mu
         return {"base": self._base.initialize(specs), "anchor": anchor,
-                "anchored": tf.constant(False)}
+                "anchored": tf.constant(False), "mu": self._mu}
 
     def next(self, state, weights, gradients):
         anchored = state["anchored"]
@@ -213,16 +215,24 @@ class ProximalOptimizer(tff.learning.optimizers.Optimizer):
             lambda a, w: tf.where(anchored, a, w), state["anchor"], weights
         )
         gradients = tf.nest.map_structure(
-            lambda g, w, a: tf.convert_to_tensor(g) + self._mu * (w - a), gradients, weights, anchor
+            lambda g, w, a: tf.convert_to_tensor(g) + tf.cast(state["mu"], w.dtype) * (w - a),
+            gradients, weights, anchor,
         )
         base_state, weights = self._base.next(state["base"], weights, gradients)
-        return {"base": base_state, "anchor": anchor, "anchored": tf.constant(True)}, weights
+        return {**state, "base": base_state, "anchor": anchor, "anchored": tf.constant(True)}, weights
 
     def get_hparams(self, state):
-        return self._base.get_hparams(state["base"])
+        return {**self._base.get_hparams(state["base"]), "mu": state["mu"]}
 
     def set_hparams(self, state, hparams):
-        return {**state, "base": self._base.set_hparams(state["base"], hparams)}
+        base = {k: v for k, v in hparams.items() if k != "mu"}
+        return {**state, "base": self._base.set_hparams(state["base"], base),
+                "mu": hparams.get("mu", state["mu"])}
+
+
+def proximal_client_optimizer(client: Mapping[str, Any], params: Mapping[str, Any]):
+    """FedProx's client optimizer: the task's, on the proximal objective with `params["mu"]`."""
+    return ProximalOptimizer(client_optimizer(client), params["mu"])
 
 
 def build_fedprox(setup: FederatedSetup) -> tff.learning.templates.LearningProcess:
@@ -238,9 +248,8 @@ def build_fedprox(setup: FederatedSetup) -> tff.learning.templates.LearningProce
             setup, lambda lr: ProximalOptimizer(tff_optimizer(setup.client["optimizer"], lr), mu),
             weighted=setup.aggregator is None,
         )
-    client = ProximalOptimizer(client_optimizer(setup.client), mu)
     common = dict(
-        client_optimizer_fn=client,
+        client_optimizer_fn=proximal_client_optimizer(setup.client, setup.params),
         server_optimizer_fn=server_optimizer(setup.server),
         loop_implementation=LOOP,
     )
@@ -301,6 +310,9 @@ class Algorithm:
 
     weighted: whether, without DP, client contributions are weighted by their example counts.
     dp_refusal: why DP aggregators do not compose with it (None: they do, averaging unweighted).
+    client_optimizer: `f(client section, params) -> Optimizer`, the optimizer its client work
+      steps with, for algorithms whose process exposes that optimizer's hyperparameters through
+      `get_hparams` (with a constant client learning rate); None where they are built in.
     """
 
     name: str
@@ -309,18 +321,22 @@ class Algorithm:
     builder: Callable[[FederatedSetup], tff.learning.templates.LearningProcess]
     weighted: bool
     dp_refusal: Optional[str] = None
+    client_optimizer: Optional[Callable[[Mapping[str, Any], Mapping[str, Any]],
+                                        tff.learning.optimizers.Optimizer]] = None
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     entry.name: entry
     for entry in (
         Algorithm("fedavg", "FedAvg, average weighted by examples (unweighted with DP)",
-                  "McMahan et al. 2017", build_fedavg, weighted=True),
+                  "McMahan et al. 2017", build_fedavg, weighted=True,
+                  client_optimizer=lambda client, params: client_optimizer(client)),
         Algorithm("fedavg_unweighted", "FedAvg, plain average of client updates",
-                  "McMahan et al. 2017", build_fedavg_unweighted, weighted=False),
+                  "McMahan et al. 2017", build_fedavg_unweighted, weighted=False,
+                  client_optimizer=lambda client, params: client_optimizer(client)),
         Algorithm("fedprox", "FedProx: local proximal term mu/2 ||w - w_global||^2",
                   "Li et al. 2020, Federated Optimization in Heterogeneous Networks",
-                  build_fedprox, weighted=True),
+                  build_fedprox, weighted=True, client_optimizer=proximal_client_optimizer),
         Algorithm("fedsgd", "FedSGD: one gradient per client per round", "McMahan et al. 2017",
                   build_fedsgd, weighted=True),
         Algorithm("mime_lite", "Mime Lite: client steps with the server's optimizer state",
@@ -338,6 +354,53 @@ ALGORITHMS: dict[str, Algorithm] = {
 def build_process(setup: FederatedSetup) -> tff.learning.templates.LearningProcess:
     """The learning process of `setup.algorithm` (a key of `ALGORITHMS`)."""
     return ALGORITHMS[setup.algorithm].builder(setup)
+
+
+def settable_hparams(algorithm: str, client: Mapping[str, Any], server: Mapping[str, Any],
+                     params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The hyperparameters a run sets into its learning process with `set_hparams`.
+
+    Keyed like `process.get_hparams`: `client_work` (the client optimizer's, where the algorithm
+    exposes them and the client learning rate is constant) and `finalizer` (the server
+    optimizer's, with a constant server learning rate). Values are read from the optimizers this
+    task's own build would use, so a process built for other values and given these runs exactly
+    as that build. An empty section is built into the process: see `build_key`.
+    """
+    hparams: dict[str, dict[str, Any]] = {"client_work": {}, "finalizer": {}}
+    make_client = ALGORITHMS[algorithm].client_optimizer
+    if make_client is not None and client_decay(client) == 1.0:
+        hparams["client_work"] = _hparams_of(make_client(client, params))
+    if server.get("lr_decay", 1.0) == 1.0:
+        hparams["finalizer"] = _hparams_of(server_optimizer(server))
+    return hparams
+
+
+def _hparams_of(optimizer: tff.learning.optimizers.Optimizer) -> dict[str, Any]:
+    state = optimizer.initialize(tf.TensorSpec([1], tf.float32))
+    return {name: np.float32(value) for name, value in optimizer.get_hparams(state).items()}
+
+
+def build_key(algorithm: str, client: Mapping[str, Any], server: Mapping[str, Any],
+              params: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a task's [algorithm.*] sections is built into its learning process.
+
+    Everything but `settable_hparams` — and the batch size and local epochs, which shape only
+    the client datasets. Kept: the optimizers' names, whether SGD has momentum (it adds a
+    state), Adagrad's and Yogi's initial accumulator (used only at initialization), learning
+    rate schedules, and the values of sections the process does not expose.
+    """
+    key: dict[str, Any] = {"algorithm": algorithm}
+    if ALGORITHMS[algorithm].client_optimizer is not None and client_decay(client) == 1.0:
+        key["client"] = {"optimizer": client["optimizer"]}
+    else:
+        key["client"] = {k: client.get(k) for k in ("optimizer", "learning_rate", "lr_decay")}
+        key["params"] = dict(params)
+    if server.get("lr_decay", 1.0) == 1.0:
+        key["server"] = {"optimizer": server["optimizer"], "momentum": bool(server["momentum"]),
+                         "initial_accumulator": server.get("initial_accumulator")}
+    else:
+        key["server"] = dict(server)
+    return key
 
 
 def client_dataset(dataset: tf.data.Dataset, batch_size: int, local_epochs: int) -> tf.data.Dataset:

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
@@ -50,23 +52,33 @@ class Mechanism:
       description: one line for listings.
       reference: the paper the mechanism implements.
       params: declared parameters, with defaults and allowed ranges.
-      builder: `builder(*, clients_per_round, noise_seed, **validated_params) -> Aggregator`.
+      builder: `builder(*, clients_per_round, noise_seed, **validated_params) -> Aggregator`,
+        for mechanisms that are not a single query (else None).
       accounted_noise_multiplier: `f(validated_params) -> z | None`: the noise multiplier the
         Gaussian accountant (`accounting.epsilon`) must use for this mechanism; `None` when
         that accounting does not apply (no DP at all, or a different analysis such as DP-FTRL).
       accounting_note: how ε is obtained for this mechanism, for run records.
-      seed_in_state: the noise seed lives only in the aggregator's state (`queries.noise_key`),
-        so one built process serves every seed: `queries.with_noise_seed` swaps it in.
+      query_builder: for mechanisms that are a tensorflow-privacy query in TFF's
+        `DifferentiallyPrivateFactory`: `query_builder(*, clients_per_round, noise_seed,
+        **validated_params) -> DPQuery`. Such a query keeps its noise seed, clip, noise and
+        denominator only in its global state, so one built learning process serves every seed
+        and parameter of the mechanism: `queries.with_query_state` swaps the run's state in.
     """
 
     name: str
     description: str
     reference: str
     params: tuple[Param, ...]
-    builder: Callable[..., Aggregator]
     accounted_noise_multiplier: Callable[[Mapping[str, Any]], Optional[float]]
     accounting_note: str
-    seed_in_state: bool = False
+    builder: Optional[Callable[..., Aggregator]] = None
+    query_builder: Optional[Callable[..., tfp.DPQuery]] = None
+
+    def build(self, **arguments: Any) -> Aggregator:
+        """The aggregator: `builder`'s, or the query in TFF's `DifferentiallyPrivateFactory`."""
+        if self.builder is not None:
+            return self.builder(**arguments)
+        return tff.aggregators.DifferentiallyPrivateFactory(self.query_builder(**arguments))
 
     def defaults(self) -> dict:
         """The parameter defaults."""
@@ -126,23 +138,22 @@ def _build_none(*, clients_per_round: int, noise_seed: int) -> Aggregator:
     return None
 
 
-def _build_gaussian(
+def _gaussian_query(
     *, clients_per_round: int, noise_seed: int, clip: float, noise_multiplier: float
-) -> Aggregator:
+) -> tfp.DPQuery:
     """DP-FedAvg: clip to `clip`, sum, add N(0, (clip*z)^2), divide by clients_per_round.
 
-    This is `DifferentiallyPrivateFactory.gaussian_fixed` with the seeded query.
+    Wrapped in `DifferentiallyPrivateFactory`, this is its `gaussian_fixed` with the seeded query.
     """
-    query = tfp.NormalizedQuery(
+    return tfp.NormalizedQuery(
         SeededGaussianSumQuery(clip, clip * noise_multiplier, noise_seed=noise_seed),
         denominator=float(clients_per_round),
     )
-    return tff.aggregators.DifferentiallyPrivateFactory(query)
 
 
-def _build_clip(*, clients_per_round: int, noise_seed: int, clip: float) -> Aggregator:
+def _clip_query(*, clients_per_round: int, noise_seed: int, clip: float) -> tfp.DPQuery:
     """Clipping only: the gaussian mechanism with noise multiplier 0 (same normalization)."""
-    return _build_gaussian(
+    return _gaussian_query(
         clients_per_round=clients_per_round, noise_seed=noise_seed, clip=clip, noise_multiplier=0.0
     )
 
@@ -171,7 +182,7 @@ def adaptive_noise_split(
     return (noise_multiplier**-2 - (2 * stddev) ** -2) ** -0.5, stddev
 
 
-def _build_adaptive(
+def _adaptive_query(
     *,
     clients_per_round: int,
     noise_seed: int,
@@ -180,10 +191,11 @@ def _build_adaptive(
     target_unclipped_quantile: float,
     clip_learning_rate: float,
     clipped_count_stddev: Optional[float],
-) -> Aggregator:
+) -> tfp.DPQuery:
     """Quantile-adaptive clipping with geometric updates; `noise_multiplier` is the total z.
 
-    This is `DifferentiallyPrivateFactory.gaussian_adaptive` with the seeded query.
+    Wrapped in `DifferentiallyPrivateFactory`, this is its `gaussian_adaptive` with the seeded
+    query.
     """
     value_noise_multiplier, count_stddev = adaptive_noise_split(
         noise_multiplier, clients_per_round, clipped_count_stddev
@@ -198,9 +210,7 @@ def _build_adaptive(
         noise_seed=noise_seed,
         geometric_update=True,
     )
-    return tff.aggregators.DifferentiallyPrivateFactory(
-        tfp.NormalizedQuery(query, denominator=float(clients_per_round))
-    )
+    return tfp.NormalizedQuery(query, denominator=float(clients_per_round))
 
 
 def mix_seed(seed: int) -> int:
@@ -309,8 +319,7 @@ MECHANISMS: dict[str, Mechanism] = {
             description="Fixed L2 clipping without noise (clipping ablation), no DP guarantee.",
             reference="McMahan et al. 2018 without the noise",
             params=(CLIP,),
-            builder=_build_clip,
-            seed_in_state=True,
+            query_builder=_clip_query,
             accounted_noise_multiplier=lambda params: 0.0,
             accounting_note="noise multiplier 0: epsilon is infinite",
         ),
@@ -321,8 +330,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 "McMahan et al. 2018, Learning Differentially Private Recurrent Language Models"
             ),
             params=(CLIP, NOISE_MULTIPLIER),
-            builder=_build_gaussian,
-            seed_in_state=True,
+            query_builder=_gaussian_query,
             accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note="sampled Gaussian mechanism with noise_multiplier per round",
         ),
@@ -337,8 +345,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 CLIP_LEARNING_RATE,
                 CLIPPED_COUNT_STDDEV,
             ),
-            builder=_build_adaptive,
-            seed_in_state=True,
+            query_builder=_adaptive_query,
             accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note=(
                 "sampled Gaussian mechanism with the total noise_multiplier (updates and clipped "
@@ -403,6 +410,24 @@ def validate_params(mechanism: str, params: Mapping[str, Any]) -> dict:
     return validate(params, get_mechanism(mechanism).params, owner=mechanism)
 
 
+def initial_query_state(
+    mechanism: str, *, clients_per_round: int, noise_seed: int, **params: Any
+) -> Any:
+    """The global state a query mechanism's aggregator starts from (a nest of numpy values).
+
+    `queries.with_query_state` puts it into a learning process built for other parameters.
+    """
+    _check_build_inputs(clients_per_round, noise_seed)
+    chosen = get_mechanism(mechanism)
+    if chosen.query_builder is None:
+        raise ValueError(f"privacy.mechanism {mechanism!r} is not a DP query: its state cannot be swapped.")
+    query = chosen.query_builder(
+        clients_per_round=clients_per_round, noise_seed=noise_seed,
+        **validate(params, chosen.params, owner=mechanism),
+    )
+    return tf.nest.map_structure(np.asarray, query.initial_global_state())
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -435,7 +460,7 @@ def build_aggregator(
     """
     _check_build_inputs(clients_per_round, noise_seed)
     chosen = get_mechanism(mechanism)
-    return chosen.builder(
+    return chosen.build(
         clients_per_round=clients_per_round,
         noise_seed=noise_seed,
         **validate(params, chosen.params, owner=mechanism),

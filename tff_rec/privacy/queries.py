@@ -69,29 +69,56 @@ def noise_key(noise_seed: int, stream: int) -> tf.Tensor:
     return tf.constant([noise_seed, stream], dtype=tf.int64)
 
 
-def with_noise_seed(state: Any, noise_seed: int) -> Any:
-    """An aggregator state (as TFF returns it) with every `noise_key` set to `noise_seed`.
+def with_query_state(state: Any, query_state: Any) -> Any:
+    """An aggregator state (as TFF returns it) with its DP query's global state replaced.
 
-    Walks namedtuples, attrs classes, lists, tuples and dicts; each key keeps its stream. The
-    queries here read their noise seed only from this state, so a learning process built once
-    (with any seed) draws exactly the noise of one built with `noise_seed` after this swap.
+    The DP query state is the outermost node of the same type as `query_state` (TFF keeps the
+    queries' namedtuple types); walks namedtuples, attrs classes (e.g. TFF's DPAggregatorState),
+    lists, tuples and dicts. The queries here read noise seed, clip, noise and denominator only
+    from this state, so a learning process built once for other values runs exactly as one built
+    for these after the swap.
+
+    Raises:
+      ValueError: no such node, more than one, or one of another structure, dtype or shape.
     """
-    if hasattr(state, "_fields"):  # namedtuple (the queries' global states)
-        return type(state)(**{
-            field: np.array([noise_seed, value[1]], dtype=np.int64) if field == "noise_key"
-            else with_noise_seed(value, noise_seed)
-            for field, value in zip(state._fields, state)
-        })
-    if attr.has(type(state)):  # e.g. TFF's DPAggregatorState
-        return attr.evolve(state, **{
-            f.name.lstrip("_"): with_noise_seed(getattr(state, f.name), noise_seed)
-            for f in attr.fields(type(state)) if f.init
-        })
-    if isinstance(state, (list, tuple)):
-        return type(state)(with_noise_seed(value, noise_seed) for value in state)
-    if isinstance(state, dict):
-        return type(state)((key, with_noise_seed(value, noise_seed)) for key, value in state.items())
-    return state
+    found = []
+
+    def swap(node: Any) -> Any:
+        if type(node) is type(query_state):
+            _check_same_layout(node, query_state)
+            found.append(node)
+            return query_state
+        if hasattr(node, "_fields"):
+            return type(node)(*(swap(value) for value in node))
+        if attr.has(type(node)):
+            return attr.evolve(node, **{
+                f.name.lstrip("_"): swap(getattr(node, f.name)) for f in attr.fields(type(node)) if f.init
+            })
+        if isinstance(node, (list, tuple)):
+            return type(node)(swap(value) for value in node)
+        if isinstance(node, dict):
+            return type(node)((key, swap(value)) for key, value in node.items())
+        return node
+
+    swapped = swap(state)
+    if len(found) != 1:
+        raise ValueError(
+            f"expected one DP query state of type {type(query_state).__qualname__} in the "
+            f"aggregator state. Found {len(found)}."
+        )
+    return swapped
+
+
+def _check_same_layout(current: Any, replacement: Any) -> None:
+    """Raise ValueError unless both nests have one structure, dtypes and shapes."""
+    tf.nest.assert_same_structure(current, replacement)
+    for old, new in zip(tf.nest.flatten(current), tf.nest.flatten(replacement)):
+        old, new = np.asarray(old), np.asarray(new)
+        if old.dtype != new.dtype or old.shape != new.shape:
+            raise ValueError(
+                f"DP query state leaf must keep dtype and shape {old.dtype}{list(old.shape)}. "
+                f"Found {new.dtype}{list(new.shape)}."
+            )
 
 
 class SeededGaussianSumQuery(tfp.GaussianSumQuery):

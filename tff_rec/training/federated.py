@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow_federated as tff
 
-from tff_rec import aggregation, algorithms, communication, models, record, runtime, seeds
+from tff_rec import aggregation, algorithms, communication, record, runtime, seeds
 from tff_rec.evaluation import score_last_position
 from tff_rec.partition import heterogeneity, partition
 from tff_rec.partition import store as partition_store
-from tff_rec.privacy import accounting, mechanisms, queries
+from tff_rec.privacy import accounting, mechanisms
+from tff_rec.training import processes
 from tff_rec.training.context import Outcome, RunContext, initial_model
 
 
@@ -188,65 +188,6 @@ def _client_data(client_split, data, cache_dir, key: str) -> tff.simulation.data
     return _CLIENT_DATA[key]
 
 
-_PROCESSES: dict[str, tuple[tff.learning.templates.LearningProcess, communication.Traffic]] = {}
-
-
-def _build_noise_seed(context: RunContext, plan: Optional[PrivacyPlan]) -> Optional[int]:
-    """The noise seed a process is built with: 0 when the mechanism keeps its seed in the
-    aggregator state (then one process serves every seed, see `train_federated`), else the run's."""
-    if plan is None:
-        return None
-    if mechanisms.get_mechanism(plan.mechanism).seed_in_state:
-        return 0
-    return seeds.derive(context.seed, "dp-noise")
-
-
-def learning_process(context: RunContext, plan: Optional[PrivacyPlan]):
-    """Build (or reuse) the learning process; building costs seconds, so it is cached per process."""
-    return _process_and_traffic(context, plan)[0]
-
-
-def _process_and_traffic(context: RunContext, plan: Optional[PrivacyPlan]):
-    """The learning process and its per-client traffic (sized once from its types), cached."""
-    task, data = context.task, context.data
-    model_section = task["model"]
-    noise_seed = _build_noise_seed(context, plan)
-    algorithm = task["algorithm"]["name"]
-    key = json.dumps(
-        [model_section["name"], model_section["params"], data.num_items,
-         task["algorithm.client"], task["algorithm.server"],
-         plan and [plan.mechanism, plan.params, plan.clients_per_round], noise_seed,
-         algorithm, task["algorithm.fedprox"], task["aggregation"]],
-        sort_keys=True, default=str,
-    )
-    if key not in _PROCESSES:
-        spec = models.batch_spec(data.max_len)
-
-        def model_fn() -> tff.learning.models.VariableModel:
-            keras_model = models.build_model(
-                model_section["name"], data.num_items, seed=0, **model_section["params"]
-            )
-            return tff.learning.models.from_keras_model(
-                keras_model, loss=models.training_loss(keras_model), input_spec=spec
-            )
-
-        aggregator = None
-        if plan is not None:
-            aggregator = mechanisms.build_aggregator(
-                plan.mechanism, clients_per_round=plan.clients_per_round,
-                noise_seed=noise_seed, **plan.params,
-            )
-        section = task["aggregation"]
-        setup = algorithms.FederatedSetup(
-            model_fn=model_fn, client=task["algorithm.client"], server=task["algorithm.server"],
-            aggregator=aggregator, uplink=aggregation.uplink(section["method"], section["params"]),
-            algorithm=algorithm, params={"mu": task["algorithm.fedprox"]["mu"]},
-        )
-        process = algorithms.build_process(setup)
-        _PROCESSES[key] = (process, communication.traffic(process))
-    return _PROCESSES[key]
-
-
 def communication_record(task, process, traffic: communication.Traffic,
                          rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run summary's `communication` entry: per-client and total bytes, bits per parameter."""
@@ -291,16 +232,12 @@ def train_federated(context: RunContext) -> Outcome:
     )
     client_data = _client_data(client_split, data, context.cache_dir, key)
     runtime.configure()  # after every input check: bad input fails before TFF starts
-    process, traffic = _process_and_traffic(context, plan)
-
+    built = processes.get(task, data.num_items, plan, context.seed)
+    process, traffic = built.process, built.traffic
     keras_model = initial_model(context)
-    state = process.set_model_weights(
-        process.initialize(), tff.learning.models.ModelWeights.from_model(keras_model)
+    state = processes.initial_state(
+        process, task, plan, context.seed, tff.learning.models.ModelWeights.from_model(keras_model)
     )
-    if plan is not None and mechanisms.get_mechanism(plan.mechanism).seed_in_state:
-        # the process may have been built for another seed: this run's noise seed goes in here
-        state = state._replace(aggregator=queries.with_noise_seed(  # LearningAlgorithmState
-            state.aggregator, seeds.derive(context.seed, "dp-noise")))
     manager = tff.program.FileProgramStateManager(
         str(context.run_dir / record.CHECKPOINTS), keep_total=1, keep_first=False
     )

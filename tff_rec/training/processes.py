@@ -1,0 +1,135 @@
+"""Learning processes, built once per Python process and shared by every run they can serve.
+
+Building a process costs seconds (DESIGN.md, Performance notes). Runs that differ only in values
+the process keeps in its state share one build, and each run starts from its own state:
+- optimizer hyperparameters (learning rates, momentum, Adam's and Yogi's betas and ε, FedProx's
+  mu) go in through TFF's `process.set_hparams`, where the process exposes them
+  (`algorithms.settable_hparams`);
+- a query mechanism's noise seed, clip, noise multiplier and cohort denominator go into the DP
+  aggregator's state (`queries.with_query_state`);
+- batch size and local epochs shape only the client datasets.
+Everything else is the build key (`build_key`). `initial_state` sets a run's values and checks
+that the process now holds exactly what a build for this run would have started from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow_federated as tff
+
+from tff_rec import aggregation, algorithms, communication, models, seeds
+from tff_rec.privacy import mechanisms, queries
+from tff_rec.spec import TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A built learning process and its per-client traffic (sized once from its types)."""
+
+    process: tff.learning.templates.LearningProcess
+    traffic: communication.Traffic
+
+
+_BUILT: dict[str, Built] = {}
+
+
+def _algorithm_sections(task: TaskSpec) -> tuple[str, Any, Any, dict[str, Any]]:
+    return (task["algorithm"]["name"], task["algorithm.client"], task["algorithm.server"],
+            {"mu": task["algorithm.fedprox"]["mu"]})
+
+
+def _swaps_query_state(plan) -> bool:
+    return plan is not None and mechanisms.get_mechanism(plan.mechanism).query_builder is not None
+
+
+def build_noise_seed(seed: int, plan) -> Optional[int]:
+    """The noise seed a process is built with: 0 when the run's goes into the state, else the run's."""
+    if plan is None:
+        return None
+    return 0 if _swaps_query_state(plan) else seeds.derive(seed, "dp-noise")
+
+
+def build_key(task: TaskSpec, num_items: int, plan, seed: int) -> str:
+    """What a learning process is built from, less what a run sets into its state."""
+    model = task["model"]
+    if plan is None:
+        privacy = None
+    elif _swaps_query_state(plan):
+        privacy = [plan.mechanism]
+    else:
+        privacy = [plan.mechanism, plan.params, plan.clients_per_round, build_noise_seed(seed, plan)]
+    return json.dumps(
+        [model["name"], model["params"], num_items, privacy,
+         algorithms.build_key(*_algorithm_sections(task)), task["aggregation"]],
+        sort_keys=True, default=str,
+    )
+
+
+def get(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
+    """The learning process for this run: built now, or reused from an earlier run."""
+    key = build_key(task, num_items, plan, seed)
+    if key not in _BUILT:
+        _BUILT[key] = _build(task, num_items, plan, seed)
+    return _BUILT[key]
+
+
+def _build(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
+    model_section = task["model"]
+    spec = models.batch_spec(model_section["params"]["max_len"])
+
+    def model_fn() -> tff.learning.models.VariableModel:
+        keras_model = models.build_model(model_section["name"], num_items, seed=0, **model_section["params"])
+        return tff.learning.models.from_keras_model(
+            keras_model, loss=models.training_loss(keras_model), input_spec=spec
+        )
+
+    aggregator = None
+    if plan is not None:
+        aggregator = mechanisms.build_aggregator(
+            plan.mechanism, clients_per_round=plan.clients_per_round,
+            noise_seed=build_noise_seed(seed, plan), **plan.params,
+        )
+    name, client, server, params = _algorithm_sections(task)
+    section = task["aggregation"]
+    process = algorithms.build_process(algorithms.FederatedSetup(
+        model_fn=model_fn, client=client, server=server, aggregator=aggregator,
+        uplink=aggregation.uplink(section["method"], section["params"]), algorithm=name, params=params,
+    ))
+    return Built(process, communication.traffic(process))
+
+
+def initial_state(process: tff.learning.templates.LearningProcess, task: TaskSpec, plan, seed: int,
+                  weights: tff.learning.models.ModelWeights) -> Any:
+    """The run's initial state: its model weights, optimizer hyperparameters and DP query state."""
+    state = process.set_model_weights(process.initialize(), weights)
+    state = with_hparams(process, state, algorithms.settable_hparams(*_algorithm_sections(task)))
+    if _swaps_query_state(plan):
+        query_state = mechanisms.initial_query_state(
+            plan.mechanism, clients_per_round=plan.clients_per_round,
+            noise_seed=seeds.derive(seed, "dp-noise"), **plan.params,
+        )
+        state = state._replace(  # LearningAlgorithmState is a NamedTuple
+            aggregator=queries.with_query_state(state.aggregator, query_state))
+    return state
+
+
+def with_hparams(process, state, wanted: dict[str, dict[str, Any]]) -> Any:
+    """`state` with the `wanted` sections of hyperparameters set, checked after setting."""
+    hparams = process.get_hparams(state)
+    for section, values in wanted.items():
+        if values and set(hparams[section]) != set(values):
+            raise RuntimeError(  # build_key left out a value the process does not take from state
+                f"the learning process's {section} hyperparameters are {sorted(hparams[section])}; "
+                f"the task's optimizer has {sorted(values)}"
+            )
+        hparams[section].update(values)
+    state = process.set_hparams(state, hparams)
+    now = process.get_hparams(state)
+    for section, values in wanted.items():
+        for name, value in values.items():
+            if np.float32(now[section][name]) != np.float32(value):
+                raise RuntimeError(f"set_hparams left {section}.{name} at {now[section][name]}, not {value}")
+    return state
