@@ -4,7 +4,8 @@ For each (cohort, d, DP) configuration both sides start from the same SASRec wei
 round, train the same sampled cohort of synthetic one-user clients on identical batches:
 
 - TFF: the learning process exactly as the runner builds it (`algorithms.build_fedavg`, the
-  runtime from `runtime.configure()`, the `gaussian` aggregator when DP is on).
+  runtime from `runtime.configure()`, the `gaussian` aggregator when DP is on), taking each
+  client's arrays and building its dataset on the worker (`processes.taking_arrays`).
 - plain: in this process, per client: set one Keras model to the global weights, run the local
   steps with a `tf.function` train step (SGD, same learning rate), take the weight difference;
   then average the differences weighted by examples and apply them with the server's SGD (lr 1).
@@ -38,7 +39,9 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
 from tff_rec import algorithms, data, models, runtime, usage  # noqa: E402
+from tff_rec.partition.store import ArrayClientData  # noqa: E402
 from tff_rec.privacy import mechanisms  # noqa: E402
+from tff_rec.training import processes  # noqa: E402
 
 POPULATION = 500  # clients available (one synthetic user each, the natural partition)
 GENERATED_USERS = 520  # the k-core filter drops a few; the first POPULATION survivors are kept
@@ -62,7 +65,7 @@ class Clients:
 
 def make_clients(max_len: int) -> Clients:
     """Synthetic users through tff-rec's data stage; one client per user, elements as the runner
-    reads them (`partition.store.load_in_memory`: int32 (inputs, targets) tuples)."""
+    reads them (`partition.store.load_in_memory`: int32 (inputs, targets) arrays)."""
     split = data.leave_one_out(data.to_sequences(data.generate(seed=0, users=GENERATED_USERS)))
     inputs, targets = models.make_training_examples(list(split.train), max_len)
     ids = list(split.data.users[:POPULATION])
@@ -70,11 +73,12 @@ def make_clients(max_len: int) -> Clients:
         cid: (inputs[[u]].astype(np.int32), targets[[u]].astype(np.int32))
         for u, cid in enumerate(ids)
     }
-    return Clients(tff.simulation.datasets.TestClientData(examples), ids, split.data.num_items)
+    return Clients(ArrayClientData(examples), ids, split.data.num_items)
 
 
 def cohort_datasets(clients: Clients, cohort: Sequence[str], local_epochs: int) -> list[tf.data.Dataset]:
-    """The cohort's (inputs, targets) batches, built as the runner builds them."""
+    """The cohort's (inputs, targets) batches for the plain loop, built as TFF's worker builds
+    them (`algorithms.client_dataset`)."""
     return [
         algorithms.client_dataset(
             clients.client_data.create_tf_dataset_for_client(cid), CLIENT["batch_size"], local_epochs
@@ -115,7 +119,7 @@ def build_process(num_items: int, dim: int, max_len: int, dp: str,
     setup = algorithms.FederatedSetup(
         model_fn=model_fn, client=CLIENT, server=SERVER, aggregator=aggregator
     )
-    return algorithms.build_fedavg(setup)
+    return processes.taking_arrays(algorithms.build_fedavg(setup), max_len)
 
 
 class PlainLoop:
@@ -228,7 +232,8 @@ def run_config(process: tff.learning.templates.LearningProcess, plain: PlainLoop
     for round_number in range(rounds + 1):
         cohort = sample_cohort(clients.ids, cohort_size, round_number)
         state, tff_wall, tff_cpu = measure(
-            lambda: process.next(state, cohort_datasets(clients, cohort, local_epochs)).state
+            lambda: process.next(state, processes.client_arguments(
+                clients.client_data, cohort, CLIENT["batch_size"], local_epochs)).state
         )
         _, plain_wall, plain_cpu = measure(
             lambda: plain.round(cohort_datasets(clients, cohort, local_epochs))
@@ -256,20 +261,20 @@ def run(args: argparse.Namespace) -> list[Row]:
     clients = make_clients(args.max_len)
     runtime.configure()
     rows: list[Row] = []
-    processes: dict[tuple[int, str, Optional[int]], tff.learning.templates.LearningProcess] = {}
+    built: dict[tuple[int, str, Optional[int]], tff.learning.templates.LearningProcess] = {}
     for dim in args.dims:
         for dp in args.dp:
             for cohort in args.cohorts:
                 # the DP aggregator depends on the cohort size
                 key = (dim, dp, cohort if dp != "off" else None)
                 build_seconds = None
-                if key not in processes:
+                if key not in built:
                     began = time.perf_counter()
-                    processes[key] = build_process(clients.num_items, dim, args.max_len, dp, key[2])
+                    built[key] = build_process(clients.num_items, dim, args.max_len, dp, key[2])
                     build_seconds = time.perf_counter() - began
                 model = models.build_model("sasrec", clients.num_items, seed=0,
                                            **model_params(dim, args.max_len))
-                result = run_config(processes[key], PlainLoop(model), clients, cohort, dp,
+                result = run_config(built[key], PlainLoop(model), clients, cohort, dp,
                                     args.rounds, args.local_epochs)
                 row = Row(cohort=cohort, dim=dim, dp=dp, build_seconds=build_seconds, **result)
                 rows.append(row)

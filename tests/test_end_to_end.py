@@ -261,7 +261,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     child = subprocess.Popen([executable, "run", str(path), "--out", str(out), "--no-progress"],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
-    while not list(out.rglob("program_state_2")) and time.monotonic() < deadline:
+    # a fixed-depth glob: rglob would walk into checkpoint folders that the run deletes meanwhile
+    while not list(out.glob("runs/*/seed-0/checkpoints/program_state_2")) and time.monotonic() < deadline:
         assert child.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.01)
     child.send_signal(signal.SIGSTOP)  # freeze it mid-run, then ask it to terminate
@@ -281,10 +282,20 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert [int(r["round"]) for r in metric_rows(run)] == list(range(1, rounds + 1))
 
 
-def _foreign_workers() -> set[int]:
-    """worker_binary processes that are not this test process's own children."""
+def _orphaned_workers() -> set[int]:
+    """worker_binary processes whose parent has exited (re-parented to init): what a command
+    that does not stop its worker leaves behind. Workers of live processes (this one's, or of
+    other programs on the machine) do not count."""
     found = subprocess.run(["pgrep", "-x", "worker_binary"], capture_output=True, text=True)
-    return {int(pid) for pid in found.stdout.split()} - set(runtime.worker_pids())
+    orphans = set()
+    for pid in map(int, found.stdout.split()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == 1:
+            orphans.add(pid)
+    return orphans
 
 
 def test_cli_leaves_no_worker_and_closes_its_output(tmp_path):
@@ -292,13 +303,13 @@ def test_cli_leaves_no_worker_and_closes_its_output(tmp_path):
     outlives the command."""
     path = tmp_path / "task.toml"
     path.write_text(task_text(rounds="1"))
-    before = _foreign_workers()
+    before = _orphaned_workers()
     done = tff_rec("run", str(path), "--out", str(tmp_path / "out"), timeout=180)
     assert done.returncode == 0, done.stderr
     assert "test ndcg@10" in done.stdout
     assert "Using TensorFlow backend" not in done.stdout + done.stderr
     assert "Exception ignored" not in done.stderr
-    assert _foreign_workers() - before == set()
+    assert _orphaned_workers() - before == set()
 
 
 BAD_INPUTS = {

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from partition_splits import make_split
 from tff_rec.partition import Partition, partition
-from tff_rec.partition.store import client_data, partition_key
+from tff_rec.partition.store import client_data, load_in_memory, partition_key
 
 MAX_LEN = 6
 SENTINEL = -7  # fills rows of users outside the partition; must never be stored
@@ -80,6 +80,13 @@ def test_round_trip_holds_exactly_the_partition_rows_and_no_held_out_item(tmp_pa
     data = client_data(parts, inputs, targets, tmp_path, key)
 
     assert_holds_exactly(data, parts, inputs, targets)
+    in_memory = load_in_memory(tmp_path / f"{key}.sqlite", MAX_LEN)
+    assert sorted(in_memory.client_ids) == sorted(parts.clients)
+    for cid, members in parts.clients.items():  # the arrays the runner passes, in stored order
+        got_inputs, got_targets = in_memory.examples(cid)
+        assert got_inputs.dtype == np.int32
+        np.testing.assert_array_equal(got_inputs, inputs[members])
+        np.testing.assert_array_equal(got_targets, targets[members])
     stored = np.concatenate([np.concatenate(pair).ravel() for pair in read_back(data).values()])
     assert SENTINEL not in stored and not held_out & set(stored.tolist())
 

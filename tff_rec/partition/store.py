@@ -200,7 +200,44 @@ def ensure_database(
     return path
 
 
-def load_in_memory(path: Path, max_len: int) -> tff.simulation.datasets.ClientData:
+class ArrayClientData(tff.simulation.datasets.ClientData):
+    """In-memory ClientData whose clients are tuples of numpy arrays, one row per example.
+
+    Besides TFF's dataset API it hands out the arrays themselves (`examples`): the runner passes
+    them to a learning process that builds the datasets on TFF's worker, which costs the driver
+    ~0.02 ms per client instead of ~0.6 ms to build and serialize a tf.data dataset.
+    """
+
+    def __init__(self, arrays: dict[str, tuple[np.ndarray, ...]]):
+        if not arrays:
+            raise ValueError("ArrayClientData needs at least one client.")
+        self._arrays = arrays
+        self._element_spec = self.create_tf_dataset_for_client(next(iter(arrays))).element_spec
+
+    @property
+    def client_ids(self) -> list[str]:
+        return list(self._arrays)
+
+    def examples(self, client_id: str) -> tuple[np.ndarray, ...]:
+        """The client's arrays (the slices of its dataset)."""
+        return self._arrays[client_id]
+
+    def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(self._arrays[client_id])
+
+    @property
+    def serializable_dataset_fn(self):
+        raise NotImplementedError(
+            "ArrayClientData keeps its clients in Python memory: pass `examples(client_id)` to the "
+            "computation instead of a client id"
+        )
+
+    @property
+    def element_type_structure(self):
+        return self._element_spec
+
+
+def load_in_memory(path: Path, max_len: int) -> ArrayClientData:
     """The whole database as in-memory ClientData with (inputs, targets) int32 tuple elements.
 
     One query and one batched proto parse instead of a SQL dataset per client and round: opening a
@@ -215,8 +252,8 @@ def load_in_memory(path: Path, max_len: int) -> tff.simulation.datasets.ClientDa
     inputs = parsed["inputs"].numpy().astype(np.int32)
     targets = parsed["targets"].numpy().astype(np.int32)
     owners = np.array([client for client, _ in rows])
-    slices = {
-        client: (inputs[owners == client], targets[owners == client])
-        for client in dict.fromkeys(owners.tolist())
-    }
-    return tff.simulation.datasets.TestClientData(slices)
+    ids, first, owner_index = np.unique(owners, return_index=True, return_inverse=True)
+    rows_by_client = np.split(np.argsort(owner_index, kind="stable"), np.cumsum(np.bincount(owner_index))[:-1])
+    return ArrayClientData({  # clients in stored order, each client's rows in stored order
+        str(ids[k]): (inputs[rows_by_client[k]], targets[rows_by_client[k]]) for k in np.argsort(first)
+    })

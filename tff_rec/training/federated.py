@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from tff_rec import aggregation, algorithms, communication, record, runtime, seeds
+from tff_rec import aggregation, communication, record, runtime, seeds
 from tff_rec.evaluation import score_last_position
 from tff_rec.partition import heterogeneity, partition
 from tff_rec.partition import store as partition_store
@@ -264,14 +264,8 @@ def train_federated(context: RunContext) -> Outcome:
             if clip is not None:
                 row["clip"] = clip
         if cohort:  # Poisson sampling can draw no one; the round's ε is still charged
-            datasets = [
-                algorithms.client_dataset(
-                    client_data.create_tf_dataset_for_client(cid), client["batch_size"],
-                    client["local_epochs"],
-                )
-                for cid in cohort
-            ]
-            result = process.next(state, datasets)
+            result = process.next(state, processes.client_arguments(
+                client_data, cohort, client["batch_size"], client["local_epochs"]))
             state = result.state
             row["loss"] = float(result.metrics["client_work"]["train"]["loss"])
         row["bytes_down"], row["bytes_up"] = traffic.round_bytes(len(cohort))

@@ -18,6 +18,7 @@ import json
 from typing import Any, Optional
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rec import aggregation, algorithms, communication, models, seeds
@@ -98,7 +99,34 @@ def _build(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
         model_fn=model_fn, client=client, server=server, aggregator=aggregator,
         uplink=aggregation.uplink(section["method"], section["params"]), algorithm=name, params=params,
     ))
-    return Built(process, communication.traffic(process))
+    return Built(taking_arrays(process, model_section["params"]["max_len"]), communication.traffic(process))
+
+
+def taking_arrays(process: tff.learning.templates.LearningProcess,
+                  max_len: int) -> tff.learning.templates.LearningProcess:
+    """`process` whose `next` takes each client's `client_arguments` instead of a dataset.
+
+    TFF's `compose_dataset_computation_with_learning_process`: the worker builds each client's
+    dataset (`algorithms.client_dataset`) from its arrays, so the driver sends tensors (~0.02 ms
+    a client) instead of building and serializing a tf.data dataset per client (~0.6 ms, while
+    the worker waits). Batch size and local epochs are arguments, not part of the build.
+    """
+    examples = tff.TensorType(np.int32, [None, max_len])
+
+    @tff.tensorflow.computation(examples, examples, np.int64, np.int64)
+    def client_dataset(inputs, targets, batch_size, local_epochs):
+        return algorithms.client_dataset(
+            tf.data.Dataset.from_tensor_slices((inputs, targets)), batch_size, local_epochs
+        )
+
+    return tff.simulation.compose_dataset_computation_with_learning_process(client_dataset, process)
+
+
+def client_arguments(client_data, cohort: list[str], batch_size: int,
+                     local_epochs: int) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """What `next` of a `taking_arrays` process takes for `cohort`: per client (inputs, targets,
+    batch size, local epochs), the arrays from `partition.store.ArrayClientData.examples`."""
+    return [(*client_data.examples(cid), batch_size, local_epochs) for cid in cohort]
 
 
 def initial_state(process: tff.learning.templates.LearningProcess, task: TaskSpec, plan, seed: int,
