@@ -260,15 +260,20 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     executable = shutil.which("tff-rec") or str(Path(sys.executable).parent / "tff-rec")
     child = subprocess.Popen([executable, "run", str(path), "--out", str(out), "--no-progress"],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    # a fixed-depth glob: rglob would walk into checkpoint folders that the run deletes meanwhile
-    while not list(out.glob("runs/*/seed-0/checkpoints/program_state_2")) and time.monotonic() < deadline:
-        assert child.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.01)
-    child.send_signal(signal.SIGSTOP)  # freeze it mid-run, then ask it to terminate
-    child.send_signal(signal.SIGTERM)
-    child.send_signal(signal.SIGCONT)
-    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    try:
+        deadline = time.monotonic() + 180
+        # a fixed-depth glob: rglob would walk into checkpoint folders the run deletes meanwhile
+        while not list(out.glob("runs/*/seed-0/checkpoints/program_state_2")) and time.monotonic() < deadline:
+            assert child.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGSTOP)  # freeze it mid-run, then ask it to terminate
+        child.send_signal(signal.SIGTERM)
+        child.send_signal(signal.SIGCONT)
+        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if child.poll() is None:  # a failed check must not leave the run (and its worker) behind
+            child.terminate()
+            child.wait(timeout=60)
     run = next(out.rglob("seed-0"))
     assert not record.is_complete(run), "an interrupted run must not look finished"
     resumed = tff_rec("run", str(path), "--out", str(out), "--no-progress")
