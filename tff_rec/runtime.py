@@ -7,12 +7,15 @@ stopped, and that holds our stdout/stderr open (a pipe reading our output would 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import signal
 import time
 from pathlib import Path
 
 WORKER_NAME = "worker_binary"
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 # Read by the worker when it starts, so set just around its start:
 WORKER_ENVIRONMENT = {
     # one intra- and one inter-op thread per computation (DESIGN.md, Performance notes)
@@ -133,6 +136,7 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
     import tensorflow_federated as tff
 
     cores = max_concurrent_computation_calls or _concurrency or len(os.sched_getaffinity(0))
+    _fix_mmap_threshold()
     atexit.unregister(shutdown)
     atexit.register(shutdown)
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -155,6 +159,19 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
             else:
                 os.environ[key] = value
     _configured = True
+
+
+def _fix_mmap_threshold() -> None:
+    """Fix the driver's malloc mmap threshold at 128 KB: blocks from that size up (tensors) are
+    mapped and returned on free, instead of glibc raising the threshold and carving them from a
+    fragmenting heap. The driver's resident memory grew 1.5-4.3% between rounds 50 and 300-500 of
+    a run, 0.3-0.6% with it, at unchanged round times. (In the worker it slowed rounds by ~12%;
+    one malloc arena slowed the driver's rounds by a third: see `WORKER_ENVIRONMENT`.)"""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def _start_worker(tff) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 from typing import Any, Callable, Optional
 
@@ -294,6 +295,9 @@ def _checkpoint(manager, state, round_number: int, context: RunContext) -> None:
     """Save the process state and the metrics rows so far (rows first: a state never outruns them)."""
     record.write_json(context.run_dir / record.CHECKPOINTS / record.CHECKPOINT_ROWS, context.completed_rows)
     asyncio.run(manager.save(state, round_number))
+    # The SavedModel written by the save traces a function whose graph sits in reference cycles
+    # until a full collection, which CPython runs rarely: ~15 MB per checkpoint stayed resident.
+    gc.collect()
 
 
 def _resume(manager, state, context: RunContext):
