@@ -306,10 +306,12 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, Any]
         "| CPU ratio | TFF ms/client | plain ms/client | DP overhead | build s | warm-up s | max \\|Δw\\| |",
         "|---:|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    no_dp = {(r.cohort, r.dim): r.tff_wall for r in rows if r.dp == "off"}
+    # DP's cost against the same-cohort row without DP, each as its ratio to the plain loop
+    # (the same work in both rows): dividing by it cancels the machine's drift between rows.
+    no_dp = {(r.cohort, r.dim): r.wall_ratio for r in rows if r.dp == "off"}
     for r in rows:
         base = no_dp.get((r.cohort, r.dim))
-        overhead = "–" if r.dp == "off" or base is None else f"{100 * (r.tff_wall / base - 1):+.0f}%"
+        overhead = "–" if r.dp == "off" or base is None else f"{100 * (r.wall_ratio / base - 1):+.0f}%"
         headline = "**" if (r.cohort, r.dim) == HEADLINE and args.max_len == 50 else ""
         build = "reused" if r.build_seconds is None else f"{r.build_seconds:.1f}"
         diff = "noise" if r.max_weight_diff is None else f"{r.max_weight_diff:.0e}"
