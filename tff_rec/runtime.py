@@ -164,8 +164,8 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
 def _fix_mmap_threshold() -> None:
     """Fix the driver's malloc mmap threshold at 128 KB: blocks from that size up (tensors) are
     mapped and returned on free, instead of glibc raising the threshold and carving them from a
-    fragmenting heap. The driver's resident memory grew 1.5-4.3% between rounds 50 and 300-500 of
-    a run, 0.3-0.6% with it, at unchanged round times. (In the worker it slowed rounds by ~12%;
+    fragmenting heap. The driver's resident memory grew 1.5-2.2% between rounds 50 and 300 of a
+    run, 0.3-0.6% with it, at unchanged round times. (In the worker it slowed rounds by ~12%;
     one malloc arena slowed the driver's rounds by a third: see `WORKER_ENVIRONMENT`.)"""
     try:
         libc = ctypes.CDLL("libc.so.6")

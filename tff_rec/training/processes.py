@@ -46,7 +46,7 @@ def _swaps_query_state(plan) -> bool:
     return plan is not None and mechanisms.get_mechanism(plan.mechanism).query_builder is not None
 
 
-def build_noise_seed(seed: int, plan) -> Optional[int]:
+def _build_noise_seed(seed: int, plan) -> Optional[int]:
     """The noise seed a process is built with: 0 when the run's goes into the state, else the run's."""
     if plan is None:
         return None
@@ -61,7 +61,7 @@ def build_key(task: TaskSpec, num_items: int, plan, seed: int) -> str:
     elif _swaps_query_state(plan):
         privacy = [plan.mechanism]
     else:
-        privacy = [plan.mechanism, plan.params, plan.clients_per_round, build_noise_seed(seed, plan)]
+        privacy = [plan.mechanism, plan.params, plan.clients_per_round, _build_noise_seed(seed, plan)]
     return json.dumps(
         [model["name"], model["params"], num_items, privacy,
          algorithms.build_key(*_algorithm_sections(task)), task["aggregation"]],
@@ -91,7 +91,7 @@ def _build(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
     if plan is not None:
         aggregator = mechanisms.build_aggregator(
             plan.mechanism, clients_per_round=plan.clients_per_round,
-            noise_seed=build_noise_seed(seed, plan), **plan.params,
+            noise_seed=_build_noise_seed(seed, plan), **plan.params,
         )
     name, client, server, params = _algorithm_sections(task)
     section = task["aggregation"]
