@@ -230,6 +230,11 @@ class ProximalOptimizer(tff.learning.optimizers.Optimizer):
                 "mu": hparams.get("mu", state["mu"])}
 
 
+def own_client_optimizer(client: Mapping[str, Any], params: Mapping[str, Any]):
+    """The task's client optimizer, unchanged (FedAvg's; `params` plays no part)."""
+    return client_optimizer(client)
+
+
 def proximal_client_optimizer(client: Mapping[str, Any], params: Mapping[str, Any]):
     """FedProx's client optimizer: the task's, on the proximal objective with `params["mu"]`."""
     return ProximalOptimizer(client_optimizer(client), params["mu"])
@@ -330,10 +335,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     for entry in (
         Algorithm("fedavg", "FedAvg, average weighted by examples (unweighted with DP)",
                   "McMahan et al. 2017", build_fedavg, weighted=True,
-                  client_optimizer=lambda client, params: client_optimizer(client)),
+                  client_optimizer=own_client_optimizer),
         Algorithm("fedavg_unweighted", "FedAvg, plain average of client updates",
                   "McMahan et al. 2017", build_fedavg_unweighted, weighted=False,
-                  client_optimizer=lambda client, params: client_optimizer(client)),
+                  client_optimizer=own_client_optimizer),
         Algorithm("fedprox", "FedProx: local proximal term mu/2 ||w - w_global||^2",
                   "Li et al. 2020, Federated Optimization in Heterogeneous Networks",
                   build_fedprox, weighted=True, client_optimizer=proximal_client_optimizer),
