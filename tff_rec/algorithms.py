@@ -411,8 +411,8 @@ def build_key(algorithm: str, client: Mapping[str, Any], server: Mapping[str, An
 def client_dataset(dataset: tf.data.Dataset, batch_size: int, local_epochs: int) -> tf.data.Dataset:
     """One client's (inputs, targets) batches for its local epochs.
 
-    No `map`: elements arrive as int32 (inputs, targets) tuples, since tracing a map function
-    costs ~3.5 ms per client and round. tf.data default optimizations and autotune are off: for the
+    Built on TFF's worker from the client's int32 arrays (`training.processes.taking_arrays`), and
+    by the benchmark's plain loop. tf.data default optimizations and autotune are off: for the
     many tiny client datasets of a round they cost more than they save (DESIGN.md).
     """
     options = tf.data.Options()

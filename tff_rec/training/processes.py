@@ -79,7 +79,8 @@ def get(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
 
 def _build(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
     model_section = task["model"]
-    spec = models.batch_spec(model_section["params"]["max_len"])
+    max_len = model_section["params"]["max_len"]
+    spec = models.batch_spec(max_len)
 
     def model_fn() -> tff.learning.models.VariableModel:
         keras_model = models.build_model(model_section["name"], num_items, seed=0, **model_section["params"])
@@ -99,7 +100,7 @@ def _build(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
         model_fn=model_fn, client=client, server=server, aggregator=aggregator,
         uplink=aggregation.uplink(section["method"], section["params"]), algorithm=name, params=params,
     ))
-    return Built(taking_arrays(process, model_section["params"]["max_len"]), communication.traffic(process))
+    return Built(taking_arrays(process, max_len), communication.traffic(process))
 
 
 def taking_arrays(process: tff.learning.templates.LearningProcess,
