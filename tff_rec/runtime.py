@@ -119,8 +119,21 @@ def shutdown() -> None:
     gc.collect()
 
 
+_terminated_by: int | None = None  # the signal that asked this process to end, once one did
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
+    global _terminated_by
+    _terminated_by = signum
     raise SystemExit(128 + signum)
+
+
+def exit_if_terminated() -> None:
+    """Raise again the SystemExit of a SIGTERM whose handler ran where Python swallows
+    exceptions — inside a garbage-collection callback (jax registers one) or a `__del__`, where
+    it is only printed as "Exception ignored". Long loops call this at each step."""
+    if _terminated_by is not None:
+        raise SystemExit(128 + _terminated_by)
 
 
 def configure(max_concurrent_computation_calls: int | None = None) -> None:

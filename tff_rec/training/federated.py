@@ -253,6 +253,7 @@ def train_federated(context: RunContext) -> Outcome:
         process.get_model_weights(state).assign_weights_to(keras_model)
 
     for round_number in range(start + 1, algorithm["rounds"] + 1):
+        runtime.exit_if_terminated()  # a SIGTERM during the last checkpoint's gc.collect() lands here
         began = time.perf_counter()
         cohort = sample_cohort(
             client_ids, context.seed, round_number, algorithm["clients_per_round"],
