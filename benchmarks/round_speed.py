@@ -10,8 +10,10 @@ round, train the same sampled cohort of synthetic one-user clients on identical 
   steps with a `tf.function` train step (SGD, same learning rate), take the weight difference;
   then average the differences weighted by examples and apply them with the server's SGD (lr 1).
 
-Rounds alternate TFF / plain so that drift hits both alike. Reported: medians over `--rounds`
-rounds after one warm-up round. Not a test: nothing asserts a timing.
+Each round trains one cohort with every DP setting's learning process, then with the plain loop,
+so that drift hits them all alike. Reported: medians over `--rounds` rounds after one warm-up
+round, and DP's overhead as the median of its paired per-round ratios to the round without DP.
+Not a test: nothing asserts a timing.
 
     uv run python benchmarks/round_speed.py [--cohorts 10 100 500] [--dims 32 64 128] [--max-len 50]
         [--local-epochs 1] [--dp off gaussian adaptive] [--rounds 5] [--json]
@@ -209,6 +211,7 @@ class Row:
     build_seconds: Optional[float]  # None: the process was built for an earlier row and reused
     warmup_seconds: float  # TFF's first round on this configuration
     max_weight_diff: Optional[float]  # |TFF − plain| after the warm-up round; None with DP noise
+    dp_overhead: Optional[float]  # median over rounds of (round with DP / same round without) − 1
     tff_walls: list[float]
     plain_walls: list[float]
 
@@ -221,62 +224,87 @@ class Row:
         return self.tff_cpu / self.plain_cpu
 
 
-def run_config(process: tff.learning.templates.LearningProcess, plain: PlainLoop,
-               clients: Clients, cohort_size: int, dp: str, rounds: int,
-               local_epochs: int) -> dict[str, Any]:
-    """Warm-up round plus `rounds` timed rounds of both sides from the plain model's weights."""
-    state = process.set_model_weights(
-        process.initialize(), tff.learning.models.ModelWeights.from_model(plain.model)
-    )
-    times: dict[str, list[float]] = {"tff_wall": [], "tff_cpu": [], "plain_wall": [], "plain_cpu": []}
+def run_group(built: dict[str, tff.learning.templates.LearningProcess], plain: PlainLoop,
+              clients: Clients, cohort_size: int, rounds: int, local_epochs: int) -> dict[str, dict[str, Any]]:
+    """Warm-up round plus `rounds` timed rounds of every DP setting in `built` and of the plain loop.
+
+    Each round trains one cohort with every learning process (in an order rotated each round),
+    then with the plain loop: all of a (cohort, d) group's measurements share one time window,
+    so the machine's drift hits them alike. All start from the plain model's weights.
+    """
+    weights = tff.learning.models.ModelWeights.from_model(plain.model)
+    states = {dp: process.set_model_weights(process.initialize(), weights) for dp, process in built.items()}
+    times = {dp: {"tff_wall": [], "tff_cpu": []} for dp in built}
+    plain_times: dict[str, list[float]] = {"plain_wall": [], "plain_cpu": []}
+    warmups: dict[str, float] = {}
+    diff = None
+    order = list(built)
     for round_number in range(rounds + 1):
         cohort = sample_cohort(clients.ids, cohort_size, round_number)
-        state, tff_wall, tff_cpu = measure(
-            lambda: process.next(state, processes.client_arguments(
-                clients.client_data, cohort, CLIENT["batch_size"], local_epochs)).state
-        )
+        arguments = processes.client_arguments(clients.client_data, cohort, CLIENT["batch_size"], local_epochs)
+        shift = round_number % len(order)
+        for dp in order[shift:] + order[:shift]:
+            states[dp], wall, cpu = measure(lambda: built[dp].next(states[dp], arguments).state)
+            if round_number == 0:
+                warmups[dp] = wall
+            else:
+                times[dp]["tff_wall"].append(wall)
+                times[dp]["tff_cpu"].append(cpu)
         _, plain_wall, plain_cpu = measure(
             lambda: plain.round(cohort_datasets(clients, cohort, local_epochs))
         )
         if round_number == 0:
-            warmup, diff = tff_wall, None
-            if dp == "off":
-                tff_weights = process.get_model_weights(state).trainable
+            if "off" in built:
+                tff_weights = built["off"].get_model_weights(states["off"]).trainable
                 diff = max(float(np.max(np.abs(a - b.numpy())))
                            for a, b in zip(tff_weights, plain.global_weights))
             continue
-        for key, value in zip(times, (tff_wall, tff_cpu, plain_wall, plain_cpu)):
-            times[key].append(value)
-    medians = {key: statistics.median(values) for key, values in times.items()}
-    return dict(**medians, warmup_seconds=warmup, max_weight_diff=diff,
-                tff_walls=times["tff_wall"], plain_walls=times["plain_wall"])
+        plain_times["plain_wall"].append(plain_wall)
+        plain_times["plain_cpu"].append(plain_cpu)
+    plain_medians = {key: statistics.median(values) for key, values in plain_times.items()}
+    results = {}
+    for dp in built:
+        overhead = None
+        if dp != "off" and "off" in built:  # paired: this round with DP against it without
+            overhead = statistics.median(
+                with_dp / without - 1
+                for with_dp, without in zip(times[dp]["tff_wall"], times["off"]["tff_wall"])
+            )
+        results[dp] = dict(
+            **{key: statistics.median(values) for key, values in times[dp].items()}, **plain_medians,
+            warmup_seconds=warmups[dp], max_weight_diff=diff if dp == "off" else None,
+            dp_overhead=overhead, tff_walls=times[dp]["tff_wall"], plain_walls=plain_times["plain_wall"],
+        )
+    return results
 
 
 def run(args: argparse.Namespace) -> list[Row]:
     """Every configuration; a learning process is built once and reused where it is the same.
 
-    The plain side's Keras model is built after the learning process: building one (TFF traces
-    the model in a graph) invalidates Keras models made before it.
+    The plain side's Keras model is built after the learning processes of its group: building
+    one (TFF traces the model in a graph) invalidates Keras models made before it.
     """
     clients = make_clients(args.max_len)
     runtime.configure()
     rows: list[Row] = []
     built: dict[tuple[int, str, Optional[int]], tff.learning.templates.LearningProcess] = {}
     for dim in args.dims:
-        for dp in args.dp:
-            for cohort in args.cohorts:
-                # the DP aggregator depends on the cohort size
+        for cohort in args.cohorts:
+            group, build_seconds = {}, {}
+            for dp in args.dp:
+                # the DP aggregator is built for the cohort size
                 key = (dim, dp, cohort if dp != "off" else None)
-                build_seconds = None
+                build_seconds[dp] = None
                 if key not in built:
                     began = time.perf_counter()
                     built[key] = build_process(clients.num_items, dim, args.max_len, dp, key[2])
-                    build_seconds = time.perf_counter() - began
-                model = models.build_model("sasrec", clients.num_items, seed=0,
-                                           **model_params(dim, args.max_len))
-                result = run_config(built[key], PlainLoop(model), clients, cohort, dp,
-                                    args.rounds, args.local_epochs)
-                row = Row(cohort=cohort, dim=dim, dp=dp, build_seconds=build_seconds, **result)
+                    build_seconds[dp] = time.perf_counter() - began
+                group[dp] = built[key]
+            model = models.build_model("sasrec", clients.num_items, seed=0,
+                                       **model_params(dim, args.max_len))
+            results = run_group(group, PlainLoop(model), clients, cohort, args.rounds, args.local_epochs)
+            for dp, result in results.items():
+                row = Row(cohort=cohort, dim=dim, dp=dp, build_seconds=build_seconds[dp], **result)
                 rows.append(row)
                 print(f"cohort {cohort:>3}  d {dim:>3}  DP {dp:<8}  "
                       f"TFF {row.tff_wall:.3f} s  plain {row.plain_wall:.3f} s  "
@@ -306,12 +334,8 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, Any]
         "| CPU ratio | TFF ms/client | plain ms/client | DP overhead | build s | warm-up s | max \\|Δw\\| |",
         "|---:|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    # DP's cost against the same-cohort row without DP, each as its ratio to the plain loop
-    # (the same work in both rows): dividing by it cancels the machine's drift between rows.
-    no_dp = {(r.cohort, r.dim): r.wall_ratio for r in rows if r.dp == "off"}
     for r in rows:
-        base = no_dp.get((r.cohort, r.dim))
-        overhead = "–" if r.dp == "off" or base is None else f"{100 * (r.wall_ratio / base - 1):+.0f}%"
+        overhead = "–" if r.dp_overhead is None else f"{100 * r.dp_overhead:+.0f}%"
         headline = "**" if (r.cohort, r.dim) == HEADLINE and args.max_len == 50 else ""
         build = "reused" if r.build_seconds is None else f"{r.build_seconds:.1f}"
         diff = "noise" if r.max_weight_diff is None else f"{r.max_weight_diff:.0e}"

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
+import tensorflow_privacy as tfp
 
 from tff_rec.privacy import mechanisms, queries
+from tff_rec.privacy.aggregator import QueryAggregatorFactory
 from tff_rec.privacy.mechanisms import MECHANISMS, build_aggregator, mix_seed, validate_params
 from tff_rec.privacy.queries import SeededGaussianSumQuery
 
@@ -176,6 +178,25 @@ def test_seeded_query_noise_per_tensor_and_round():
     np.testing.assert_array_equal(again[0], first[0])
 
 
+def test_seeded_noise_is_the_documented_per_tensor_draw():
+    """The small graph draws exactly stateless_normal(seed=fold_in(fold_in(key, r), i)) for
+    tensor i of round r, with Philox, as the docstring says (and as earlier versions drew)."""
+    template = [tf.zeros([3, 4]), tf.zeros([5]), tf.zeros([2, 2], tf.float64)]
+    key = queries.noise_key(12345, queries.COUNT_STREAM)
+    for round_num in (0, 1, 7, 2**40):
+        r = tf.constant(round_num, tf.int64)
+        drawn = tf.function(lambda: queries.seeded_gaussian_noise(template, 0.7, key, r))()
+        round_key = tf.random.experimental.stateless_fold_in(key, r, alg="philox")
+        for index, (noise, value) in enumerate(zip(drawn, template)):
+            seed = tf.random.experimental.stateless_fold_in(
+                round_key, tf.constant(index, tf.int64), alg="philox")
+            expected = tf.random.stateless_normal(
+                tf.shape(value), seed=seed, stddev=tf.cast(0.7, value.dtype), dtype=value.dtype,
+                alg="philox")
+            assert noise.dtype == value.dtype
+            np.testing.assert_array_equal(noise.numpy(), expected.numpy())
+
+
 # ---------------------------------------------------------------- TFF aggregation processes
 
 
@@ -230,11 +251,37 @@ def test_same_seed_same_noise_sequence_other_seed_other_noise():
         assert abs(np.corrcoef(runs[0][round_index], runs[2][round_index])[0, 1]) < 0.05
 
 
-def test_state_carries_gaussian_dp_event():
-    process = _process("gaussian", dim=5, clip=1.0, noise_multiplier=1.3)
-    output = process.next(process.initialize(), [np.zeros(5, np.float32)] * CLIENTS)
-    event = tff.aggregators.differential_privacy.extract_dp_event_from_state(output.state)
-    assert event.noise_multiplier == pytest.approx(1.3)
+@pytest.mark.parametrize(("mechanism", "params"), [
+    ("gaussian", {"clip": 0.5, "noise_multiplier": 1.3}),
+    ("clip", {"clip": 0.5}),
+    ("adaptive", {"noise_multiplier": 0.5, "clipped_count_stddev": 1.0, "initial_clip": 0.5}),
+])
+def test_query_aggregator_matches_tffs_dp_factory(mechanism, params):
+    """`QueryAggregatorFactory` is TFF's `DifferentiallyPrivateFactory` with fewer computations:
+    same results, query states and metrics, round after round."""
+    query = mechanisms.get_mechanism(mechanism).query_builder(
+        clients_per_round=CLIENTS, noise_seed=5,
+        **validate_params(mechanism, params),
+    )
+    value_type = tff.TensorType(np.float32, [100])
+    ours = QueryAggregatorFactory(query).create(value_type)
+    tffs = tff.aggregators.DifferentiallyPrivateFactory(query).create(value_type)
+    values = [np.linspace(-1.0, 1.0, 100).astype(np.float32) * (i + 1) for i in range(CLIENTS)]
+    our_state, tff_state = ours.initialize(), tffs.initialize()
+    for _ in range(3):
+        our_output, tff_output = ours.next(our_state, values), tffs.next(tff_state, values)
+        our_state, tff_state = our_output.state, tff_output.state
+        np.testing.assert_array_equal(our_output.result, tff_output.result)
+        tf.nest.map_structure(np.testing.assert_array_equal,
+                              our_state, tff_state.query_state)
+        tf.nest.map_structure(np.testing.assert_array_equal,
+                              dict(our_output.measurements["dp_query_metrics"]),
+                              dict(tff_output.measurements["dp_query_metrics"]))
+
+
+def test_query_aggregator_refuses_a_query_that_does_not_sum_records():
+    with pytest.raises(TypeError, match="SumAggregationDPQuery"):
+        QueryAggregatorFactory(tfp.NestedQuery([tfp.NoPrivacySumQuery()]))  # not a sum of records
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
+from tff_rec.privacy.aggregator import QueryAggregatorFactory
 from tff_rec.privacy.params import NONNEGATIVE, POSITIVE, UNIT_INTERVAL, Param, Range, validate
 from tff_rec.privacy.queries import SeededGaussianSumQuery, SeededQuantileAdaptiveClipSumQuery
 
@@ -58,9 +59,9 @@ class Mechanism:
         Gaussian accountant (`accounting.epsilon`) must use for this mechanism; `None` when
         that accounting does not apply (no DP at all, or a different analysis such as DP-FTRL).
       accounting_note: how ε is obtained for this mechanism, for run records.
-      query_builder: for mechanisms that are a tensorflow-privacy query in TFF's
-        `DifferentiallyPrivateFactory`: `query_builder(*, clients_per_round, noise_seed,
-        **validated_params) -> DPQuery`. Such a query keeps its noise seed, clip, noise and
+      query_builder: for mechanisms that are one tensorflow-privacy sum query, aggregated as
+        TFF's `DifferentiallyPrivateFactory` would (`aggregator.QueryAggregatorFactory`):
+        `query_builder(*, clients_per_round, noise_seed, **validated_params) -> DPQuery`. Such a query keeps its noise seed, clip, noise and
         denominator only in its global state, so one built learning process serves every seed
         and parameter of the mechanism: `queries.with_query_state` swaps the run's state in.
     """
@@ -75,10 +76,10 @@ class Mechanism:
     query_builder: Optional[Callable[..., tfp.DPQuery]] = None
 
     def build(self, **arguments: Any) -> Aggregator:
-        """The aggregator: `builder`'s, or the query in TFF's `DifferentiallyPrivateFactory`."""
+        """The aggregator: `builder`'s, or the query in a `QueryAggregatorFactory`."""
         if self.builder is not None:
             return self.builder(**arguments)
-        return tff.aggregators.DifferentiallyPrivateFactory(self.query_builder(**arguments))
+        return QueryAggregatorFactory(self.query_builder(**arguments))
 
     def defaults(self) -> dict:
         """The parameter defaults."""
@@ -143,7 +144,7 @@ def _gaussian_query(
 ) -> tfp.DPQuery:
     """DP-FedAvg: clip to `clip`, sum, add N(0, (clip*z)^2), divide by clients_per_round.
 
-    Wrapped in `DifferentiallyPrivateFactory`, this is its `gaussian_fixed` with the seeded query.
+    As an aggregator, this is `DifferentiallyPrivateFactory.gaussian_fixed` with the seeded query.
     """
     return tfp.NormalizedQuery(
         SeededGaussianSumQuery(clip, clip * noise_multiplier, noise_seed=noise_seed),
@@ -194,7 +195,7 @@ def _adaptive_query(
 ) -> tfp.DPQuery:
     """Quantile-adaptive clipping with geometric updates; `noise_multiplier` is the total z.
 
-    Wrapped in `DifferentiallyPrivateFactory`, this is its `gaussian_adaptive` with the seeded
+    As an aggregator, this is `DifferentiallyPrivateFactory.gaussian_adaptive` with the seeded
     query.
     """
     value_noise_multiplier, count_stddev = adaptive_noise_split(
