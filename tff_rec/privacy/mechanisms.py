@@ -63,7 +63,7 @@ class Mechanism:
         TFF's `DifferentiallyPrivateFactory` would (`aggregator.QueryAggregatorFactory`):
         `query_builder(*, clients_per_round, noise_seed, **validated_params) -> DPQuery`. Such a query keeps its noise seed, clip, noise and
         denominator only in its global state, so one built learning process serves every seed
-        and parameter of the mechanism: `queries.with_query_state` swaps the run's state in.
+        and parameter of the mechanism: `aggregator.with_query_state` swaps the run's state in.
     """
 
     name: str
@@ -416,7 +416,7 @@ def initial_query_state(
 ) -> Any:
     """The global state a query mechanism's aggregator starts from (a nest of numpy values).
 
-    `queries.with_query_state` puts it into a learning process built for other parameters.
+    `aggregator.with_query_state` puts it into a learning process built for other parameters.
     """
     _check_build_inputs(clients_per_round, noise_seed)
     chosen = get_mechanism(mechanism)

@@ -19,9 +19,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-import attr
 import dp_accounting
-import numpy as np
 import tensorflow as tf
 import tensorflow_privacy as tfp
 
@@ -67,58 +65,6 @@ def seeded_gaussian_noise(
 def noise_key(noise_seed: int, stream: int) -> tf.Tensor:
     """The int64 [2] stateless key of one noise stream."""
     return tf.constant([noise_seed, stream], dtype=tf.int64)
-
-
-def with_query_state(state: Any, query_state: Any) -> Any:
-    """An aggregator state (as TFF returns it) with its DP query's global state replaced.
-
-    The DP query state is the outermost node of the same type as `query_state` (TFF keeps the
-    queries' namedtuple types); walks namedtuples, attrs classes (e.g. TFF's DPAggregatorState),
-    lists, tuples and dicts. The queries here read noise seed, clip, noise and denominator only
-    from this state, so a learning process built once for other values runs exactly as one built
-    for these after the swap.
-
-    Raises:
-      ValueError: no such node, more than one, or one of another structure, dtype or shape.
-    """
-    found = []
-
-    def swap(node: Any) -> Any:
-        if type(node) is type(query_state):
-            _check_same_layout(node, query_state)
-            found.append(node)
-            return query_state
-        if hasattr(node, "_fields"):
-            return type(node)(*(swap(value) for value in node))
-        if attr.has(type(node)):
-            return attr.evolve(node, **{
-                f.name.lstrip("_"): swap(getattr(node, f.name)) for f in attr.fields(type(node)) if f.init
-            })
-        if isinstance(node, (list, tuple)):
-            return type(node)(swap(value) for value in node)
-        if isinstance(node, dict):
-            return type(node)((key, swap(value)) for key, value in node.items())
-        return node
-
-    swapped = swap(state)
-    if len(found) != 1:
-        raise ValueError(
-            f"expected one DP query state of type {type(query_state).__qualname__} in the "
-            f"aggregator state. Found {len(found)}."
-        )
-    return swapped
-
-
-def _check_same_layout(current: Any, replacement: Any) -> None:
-    """Raise ValueError unless both nests have one structure, dtypes and shapes."""
-    tf.nest.assert_same_structure(current, replacement)
-    for old, new in zip(tf.nest.flatten(current), tf.nest.flatten(replacement)):
-        old, new = np.asarray(old), np.asarray(new)
-        if old.dtype != new.dtype or old.shape != new.shape:
-            raise ValueError(
-                f"DP query state leaf must keep dtype and shape {old.dtype}{list(old.shape)}. "
-                f"Found {new.dtype}{list(new.shape)}."
-            )
 
 
 class SeededGaussianSumQuery(tfp.GaussianSumQuery):

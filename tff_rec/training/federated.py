@@ -235,6 +235,7 @@ def train_federated(context: RunContext) -> Outcome:
     runtime.configure()  # after every input check: bad input fails before TFF starts
     built = processes.get(task, data.num_items, plan, context.seed)
     process, traffic = built.process, built.traffic
+    read_aggregator = processes.aggregator_reader(plan)
     keras_model = initial_model(context)
     state = processes.initial_state(
         process, task, plan, context.seed, tff.learning.models.ModelWeights.from_model(keras_model)
@@ -262,7 +263,7 @@ def train_federated(context: RunContext) -> Outcome:
         row: dict[str, Any] = {"round": round_number, "clients": len(cohort)}
         if plan is not None:
             row["epsilon"] = plan.ledger[round_number - 1]
-            clip = current_clip(state.aggregator)  # the clip this round applies
+            clip = current_clip(read_aggregator(state.aggregator))  # the clip this round applies
             if clip is not None:
                 row["clip"] = clip
         if cohort:  # Poisson sampling can draw no one; the round's ε is still charged

@@ -6,7 +6,7 @@ the process keeps in its state share one build, and each run starts from its own
   mu) go in through TFF's `process.set_hparams`, where the process exposes them
   (`algorithms.settable_hparams`);
 - a query mechanism's noise seed, clip, noise multiplier and cohort denominator go into the DP
-  aggregator's state (`queries.with_query_state`);
+  aggregator's state (`aggregator.with_query_state`);
 - batch size and local epochs shape only the client datasets.
 Everything else is the build key (`build_key`). `initial_state` sets a run's values and checks
 that the process now holds exactly what a build for this run would have started from.
@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rec import aggregation, algorithms, communication, models, seeds
-from tff_rec.privacy import mechanisms, queries
+from tff_rec.privacy import aggregator as dp_aggregator
+from tff_rec.privacy import mechanisms
 from tff_rec.spec import TaskSpec
 
 
@@ -136,13 +137,24 @@ def initial_state(process: tff.learning.templates.LearningProcess, task: TaskSpe
     state = process.set_model_weights(process.initialize(), weights)
     state = with_hparams(process, state, algorithms.settable_hparams(*_algorithm_sections(task)))
     if _swaps_query_state(plan):
-        query_state = mechanisms.initial_query_state(
-            plan.mechanism, clients_per_round=plan.clients_per_round,
-            noise_seed=seeds.derive(seed, "dp-noise"), **plan.params,
-        )
         state = state._replace(  # LearningAlgorithmState is a NamedTuple
-            aggregator=queries.with_query_state(state.aggregator, query_state))
+            aggregator=dp_aggregator.with_query_state(state.aggregator, _query_state(plan, seed)))
     return state
+
+
+def _query_state(plan, seed: int) -> Any:
+    return mechanisms.initial_query_state(
+        plan.mechanism, clients_per_round=plan.clients_per_round,
+        noise_seed=seeds.derive(seed, "dp-noise"), **plan.params,
+    )
+
+
+def aggregator_reader(plan) -> Callable[[Any], Any]:
+    """From a learning process's aggregator state to what the runner reads there (the clip): a
+    query mechanism's packed state unpacked into the query's global state, others as they are."""
+    if not _swaps_query_state(plan):
+        return lambda aggregator_state: aggregator_state
+    return dp_aggregator.StateLayout.of(_query_state(plan, seed=0)).unpack
 
 
 def with_hparams(process, state, wanted: dict[str, dict[str, Any]]) -> Any:
