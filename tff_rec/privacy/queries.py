@@ -48,7 +48,7 @@ def seeded_gaussian_noise(
     round_key = tf.random.experimental.stateless_fold_in(key, round_num, alg=_ALG)
     # Built for a small graph, since TFF ships and runs it every round: per tensor, fold_in and
     # stateless_normal's Python-side Philox seed scrambling take ~100 graph nodes (3,700 for
-    # SASRec's 36 tensors, ~5 ms a round). Here: fold_in(k, i) is [draw(k), i] with draw(k)
+    # SASRec's 36 tensors, 3-5 ms a round). Here: fold_in(k, i) is [draw(k), i] with draw(k)
     # independent of i, so one draw serves every tensor, and the scrambling is the one-node
     # kernel (identical to Philox's on CPU). tests/test_privacy_mechanisms.py pins the equality.
     shared = tf.random.experimental.stateless_fold_in(round_key, tf.constant(0, tf.int64), alg=_ALG)[0]
