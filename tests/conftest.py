@@ -4,10 +4,11 @@ import os
 import signal
 from pathlib import Path
 
-from tff_rec import runtime
+from tff_rec import runtime, threads
 from tff_rec.quiet import silence
 
 silence()
+threads.fix()  # as the CLI does: before TensorFlow starts
 atexit.register(runtime.shutdown)
 
 

@@ -60,11 +60,12 @@ def test_refused_and_invalid_settings_name_file_key_and_value(overrides, fragmen
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"algorithm.name": name, "privacy.mechanism": "gaussian"}
+        {"algorithm.name": name, "privacy.mechanism": "gaussian", "privacy.noise_multiplier": 1.0}
         for name in ("fedavg", "fedavg_unweighted", "fedprox", "fedsgd")
     ] + [
         {"algorithm.name": "mime_lite", "aggregation.method": "compression"},
-        {"algorithm.name": "fedsgd", "privacy.mechanism": "tree", "algorithm.sampling": "shuffle"},
+        {"algorithm.name": "fedsgd", "privacy.mechanism": "tree", "algorithm.sampling": "shuffle",
+         "privacy.noise_multiplier": 1.0},
         {"algorithm.server.optimizer": "yogi", "algorithm.server.beta_1": 0.5,
          "algorithm.server.epsilon": 1e-4, "algorithm.server.initial_accumulator": 1e-5},
         {"algorithm.server.optimizer": "adagrad", "algorithm.server.initial_accumulator": 0.05},

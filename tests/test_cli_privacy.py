@@ -57,7 +57,7 @@ def test_bad_privacy_input_is_a_clear_error(capsys):
     code = cli.main(["privacy", "epsilon", "--population", "10", "--clients-per-round", "50",
                      "--rounds", "5", "--noise-multiplier", "1.0"])
     assert code == 2
-    assert "clients_per_round" in capsys.readouterr().err
+    assert "--clients-per-round 50 is larger than --population 10" in capsys.readouterr().err
 
 
 def test_tree_epsilon_refuses_a_second_pass_and_calibrates(capsys):

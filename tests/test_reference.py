@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from tff_rec import cli, reference, results
+from tff_rec import cli, reference, results, usage
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART_REFERENCE = ROOT / "results" / "reference" / "quickstart.json"
@@ -34,6 +35,10 @@ def test_check_flags_metric_drift_stale_tasks_and_missing_runs():
     within = as_runs(snapshot)
     within.loc[0, "test_hr@10"] += 0.5 * snapshot["tolerance"]
     assert reference.check(within, snapshot) == []
+    largest = reference.largest_differences(within, snapshot)
+    assert largest["hr@10"][0] == pytest.approx(0.5 * snapshot["tolerance"])
+    assert largest["hr@10"][1] == f"{snapshot['runs'][0]['label']} (seed {snapshot['runs'][0]['seed']})"
+    assert largest["ndcg@10"] == (0.0, largest["ndcg@10"][1])
     private = next(i for i, r in enumerate(snapshot["runs"]) if r["epsilon"] is not None)
     changed = copy.deepcopy(snapshot)
     changed["runs"][private]["epsilon"] *= 1.01
@@ -54,6 +59,13 @@ def test_quickstart_reproduces_the_committed_reference(tmp_path, capsys):
     runs = results.load_runs([out / "quickstart"])
     assert len(runs) == sum(r["seed"] == 0 for r in snapshot["runs"]) == 4
     assert "all 4 runs reproduce" in output
+    largest = {line.split()[2].rstrip(":"): float(line.split()[3])
+               for line in output.splitlines() if line.startswith("largest |Δ|")}
+    assert sorted(largest) == ["hr@10", "mrr", "ndcg@10"]
+    made_with = json.loads(QUICKSTART_REFERENCE.read_text())["made_with"]
+    if (made_with["cpu_model"], made_with["cpu_features"]) == (usage.cpu_model(), usage.cpu_features()):
+        # the same CPU (and the packages uv.lock pins): the same numbers, to the bit
+        assert set(largest.values()) == {0.0}, output
     # the reference is a real result, not a placeholder: FedAvg beats popularity by a margin
     by_label = {(r["label"], r["seed"]): r["test"]["ndcg@10"] for r in snapshot["runs"]}
     assert by_label["fedavg", 0] > 2 * by_label["popularity", 0]

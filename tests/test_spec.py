@@ -117,13 +117,13 @@ def test_study_errors_name_the_variant(tmp_path):
 def test_resolved_task_round_trips_through_toml(tmp_path):
     from tff_rec.record import to_toml
 
-    task = spec.load_task(write(tmp_path, "[privacy]\nmechanism = 'gaussian'\n"))
+    task = spec.load_task(write(tmp_path, "[privacy]\nmechanism = 'gaussian'\nnoise_multiplier = 1.0\n"))
     again = spec.load_task(write(tmp_path, to_toml(task.to_dict()), "again.toml"))
     assert again.hash == task.hash
 
 
 def test_tree_mechanism_needs_shuffle_sampling(tmp_path):
-    text = "[privacy]\nmechanism = 'tree'\n[algorithm]\nsampling = 'poisson'\n"
+    text = "[privacy]\nmechanism = 'tree'\nnoise_multiplier = 1.0\n[algorithm]\nsampling = 'poisson'\n"
     with pytest.raises(SpecError, match="algorithm.sampling = 'shuffle'"):
         spec.load_task(write(tmp_path, text))
     ok = spec.load_task(write(tmp_path, text.replace("poisson", "shuffle"), "ok.toml"))

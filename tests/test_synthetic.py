@@ -112,7 +112,9 @@ def test_registry_passes_params():
 @pytest.mark.parametrize(
     "sizes, message",
     [
-        ({"users": 0}, "users must be at least 1, found 0"),
+        ({"users": 0}, "users must be between 1 and 10000000, found 0"),
+        ({"users": 10**15}, "users must be between 1 and 10000000, found 1000000000000000"),
+        ({"users": 10**6, "mean_length": 200}, "expected interactions; at most 100000000"),
         ({"mean_length": 2}, "mean_length must be between 3 and 300, found 2"),
         (
             {"items": 20, "mean_length": 10, "categories": 7},

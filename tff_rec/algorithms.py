@@ -2,7 +2,7 @@
 
 Federated algorithms are `tff.learning.algorithms` builders, chosen by name from `ALGORITHMS`;
 the client loop is TFF's DATASET_ITERATOR (DATASET_REDUCE rebuilds the train step for every
-client: ~6× slower, see DESIGN.md, Performance notes).
+client: ~6× slower, see ARCHITECTURE.md, Performance notes).
 
 Weighting and DP: without DP, `fedavg`, `fedprox`, `fedsgd` and `mime_lite` average client
 contributions weighted by their number of examples and `fedavg_unweighted` averages them plainly.
@@ -413,7 +413,7 @@ def client_dataset(dataset: tf.data.Dataset, batch_size: int, local_epochs: int)
 
     Built on TFF's worker from the client's int32 arrays (`training.processes.taking_arrays`), and
     by the benchmark's plain loop. tf.data default optimizations and autotune are off: for the
-    many tiny client datasets of a round they cost more than they save (DESIGN.md).
+    many tiny client datasets of a round they cost more than they save (ARCHITECTURE.md, Performance notes).
     """
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False

@@ -3,22 +3,99 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from tff_rec import threads
 from tff_rec.data.errors import DataError
 from tff_rec.quiet import silence
 from tff_rec.spec import SpecError
+from tff_rec.stale import warning as stale_warning
 
 DEFAULT_OUT = Path("results")
 FORMATS = ("markdown", "latex", "csv", "html")
+# `privacy epsilon|calibrate --rounds`: the Gaussian mechanism's PLD composes T rounds in bounded
+# memory up to ~10^7 (18 s; 10^9 runs out of memory); DP-FTRL computes one accountant per round.
+MAX_PRIVACY_ROUNDS = 10_000_000
+MAX_TREE_ROUNDS = 100_000
+MAX_SEED = 2**63 - 1  # as spec.MAX_SEED (TOML's 64-bit integers), without importing spec here
+
+EXIT_STATUS = """\
+exit status:
+  0    success
+  1    a run failed (study: at least one run failed, recorded in its failed.json;
+       reference check: the results differ from the reference)
+  2    bad input or usage: a task, study or data file, a key, a value or an argument
+       (the message names it; nothing is written); or no space left on the device
+  130  interrupted (Ctrl-C)"""
 
 
-def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+class UsageError(ValueError):
+    """Arguments that are fine one by one but not together (or name an unusable path): exit 2."""
+
+
+class RunFailed(Exception):
+    """A run that started failed (not bad input): exit 1."""
+
+
+def _integer(low: int, high: Optional[int] = None, why: str = "") -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]; a bad value exits 2 with the allowed range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer. Found {text!r}.") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+            raise argparse.ArgumentTypeError(
+                f"found {value}; allowed: {allowed}{f' ({why})' if why else ''}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: Optional[float] = None, low_open: bool = False,
+            high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in the interval; a bad value exits 2 with the interval."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number. Found {text!r}.") from None
+        above = value > low if low_open else value >= low
+        below = high is None or (value < high if high_open else value <= high)
+        if not (math.isfinite(value) and above and below):
+            left, right = "(" if low_open else "[", ")" if high_open or high is None else "]"
+            allowed = f"a finite number in {left}{low:g}, {'inf' if high is None else f'{high:g}'}{right}"
+            raise argparse.ArgumentTypeError(f"found {text}; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+def _check_folder(path: Path, flag: str, kind: str = "a folder") -> None:
+    """`path` must be a folder, or a path where one can be created (no file in the way)."""
+    path = Path(path)
+    for ancestor in (path, *path.parents):
+        if not ancestor.exists():
+            continue
+        if not ancestor.is_dir():
+            where = "is a file" if ancestor == path else f"lies under {ancestor}, which is a file"
+            raise UsageError(f"{flag} {path}: {where}; allowed: {kind}, existing or to be created")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path}: {ancestor} is not writable; allowed: a writable {kind}")
+        return
+
+
+def _overrides(pairs: Sequence[str], flag: str = "--set") -> dict[str, Any]:
     from tff_rec.spec import parse_override
 
-    return dict(parse_override(p) for p in pairs)
+    return dict(parse_override(p, flag) for p in pairs)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -27,11 +104,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tff_rec import record
 
     task = spec.load_task(args.task, _overrides(args.set))
-    result = runner.run_task(task, args.seed, Path(args.out), progress=not args.no_progress)
+    _check_folder(Path(args.out), "--out")
+    if args.study is not None and (any(c in args.study for c in "/\\\0")
+                                   or args.study.strip() in ("", ".", "..")):
+        raise UsageError(f"--study {args.study!r}: names the folder <out>/<study>/; allowed: a "
+                         f"non-empty name without '/', '\\' or NUL that is not '.' or '..'")
+    try:
+        result = runner.run_task(task, args.seed, Path(args.out), progress=not args.no_progress,
+                                 rerun_stale=args.rerun_stale)
+    except SpecError:
+        raise  # bad input, found before anything was written
+    except (ValueError, KeyError, FileNotFoundError) as error:  # raised while the run ran
+        raise RunFailed(f"{task.name} (task {task.hash}, seed {args.seed}) failed: "
+                        f"{type(error).__name__}: {error}") from error
     record.add_to_manifest(Path(args.out), args.study or task.name,
                            {"label": task.name, "task_hash": task.hash, "axes": {}, "overrides": {}},
                            args.seed)
     summary = result.summary
+    if result.stale:
+        print(f"tff-rec: warning: {stale_warning(1, 1, f'task {task.hash} seed {args.seed}')}",
+              file=sys.stderr)
     state = "already complete, not re-run" if result.skipped else "done"
     if not result.skipped and summary.get("resumed_from_round"):
         state += f" (resumed from the checkpoint of round {summary['resumed_from_round']})"
@@ -45,19 +137,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from tff_rec import results, runner, spec
+    from tff_rec import checks, results, runner, spec
 
     study = spec.load_study(args.study)
     out = Path(args.out)
     if args.dry_run:
         return _print_plan(runner.plan_study(study, out))
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1. Found {args.jobs}.")
+    _check_folder(out, "--out")
+    checks.check_study(study)  # what the data cannot satisfy fails here, before the manifest
     if runner.usable_jobs(args.jobs) < args.jobs:
         print(f"tff-rec: note: --jobs {args.jobs} is more than the {runner.usable_jobs(args.jobs)} "
               f"cores; running {runner.usable_jobs(args.jobs)} at once", file=sys.stderr)
+    states = [run.state for run in runner.plan_study(study, out)]
+    if "stale" in states and not args.rerun_stale:
+        complete = states.count("stale") + states.count("done")
+        print(f"tff-rec: warning: {stale_warning(states.count('stale'), complete, f'study {study.name}')}",
+              file=sys.stderr)
     finished = runner.run_study(study, out, progress=not args.no_progress,
-                                retry_failed=args.retry_failed, jobs=args.jobs)
+                                retry_failed=args.retry_failed, jobs=args.jobs,
+                                rerun_stale=args.rerun_stale)
     skipped = sum(r.skipped and r.error is None for r in finished)
     failed = [r for r in finished if r.error is not None]
     print(f"study {study.name}: {len(finished)} runs ({skipped} already complete, "
@@ -93,7 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.pivot:
         relative_to = None if args.relative_to == "none" else args.relative_to
         table = results.pivot(runs, *args.pivot, metric=args.metrics[0], stage=args.stage,
-                              relative_to=relative_to, where=dict(_overrides(args.where)))
+                              relative_to=relative_to, where=dict(_overrides(args.where, "--where")))
         print(results.format_pivot(table, args.format))
         return 0
     table = results.compare(runs, args.metrics, stage=args.stage, columns=args.columns,
@@ -105,6 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from tff_rec import plots, results
 
+    _check_folder(args.output.parent, "--output", "a folder for STEM.png and STEM.svg")
     runs = results.load_runs(args.dirs)
     options = {"by": args.by} if args.kind == "privacy-utility" else {}
     figure = plots.PLOTS[args.kind](runs, metric=args.metric, **options)
@@ -116,6 +215,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_reference_save(args: argparse.Namespace) -> int:
     from tff_rec import record, reference
 
+    if Path(args.reference).is_dir():
+        raise UsageError(f"REFERENCE {args.reference}: is a folder; allowed: a JSON file path")
+    _check_folder(Path(args.reference).parent, "REFERENCE", "a folder for the JSON file")
     snapshot = reference.snapshot(args.study_dir, args.metrics, args.tolerance)
     record.write_json(args.reference, snapshot)
     print(f"{args.reference}: {len(snapshot['runs'])} runs of {snapshot['study']}, "
@@ -130,9 +232,12 @@ def cmd_reference_check(args: argparse.Namespace) -> int:
         expected = json.loads(Path(args.reference).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{args.reference}: not a readable reference file ({error})") from None
-    problems = reference.check(results.load_runs([args.study_dir]), expected, args.seeds)
+    runs = results.load_runs([args.study_dir])
+    problems = reference.check(runs, expected, args.seeds)
     for problem in problems:
         print(f"differs: {problem}")
+    for metric, (difference, where) in reference.largest_differences(runs, expected, args.seeds).items():
+        print(f"largest |Δ| {metric}: {difference:.2e} ({where}); tolerance {expected['tolerance']}")
     if problems:
         print(f"{len(problems)} differences from {args.reference}")
         return 1
@@ -144,7 +249,7 @@ def cmd_reference_check(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from tff_rec.data import info
 
-    params = _overrides(args.param)
+    params = _overrides(args.param, "--param")
     summary = info.info(args.dataset, args.path, params, args.min_user_interactions,
                         args.min_item_interactions)
     print(json.dumps(summary, indent=2) if args.json else info.format_info(summary))
@@ -154,20 +259,20 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_download(args: argparse.Namespace) -> int:
     from tff_rec.data import download
 
+    _check_folder(Path(args.cache).expanduser(), "--cache")
     folder = download.download(args.dataset, Path(args.cache))
     print(f"{args.dataset}: {folder}")
     return 0
 
 
 def cmd_data_partition(args: argparse.Namespace) -> int:
-    from tff_rec import seeds, spec
-    from tff_rec.partition import heterogeneity, partition
+    from tff_rec import checks, spec
+    from tff_rec.partition import heterogeneity
     from tff_rec.prepare import prepare
 
     task = spec.load_task(args.task, _overrides(args.set))
     data = prepare(task, args.seed)
-    split = partition(data.split, task["partition"]["scheme"],
-                      seed=seeds.derive(args.seed, "partition"), **task["partition"]["params"])
+    split = checks.build_partition(task, args.seed, data.split)
     statistics = {"scheme": split.scheme, "privacy_unit": split.privacy_unit,
                   **heterogeneity(data.split, split)}
     if args.json:
@@ -181,9 +286,10 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_describe(args: argparse.Namespace) -> int:
-    from tff_rec import describe, spec
+    from tff_rec import checks, describe, spec
 
     task = spec.load_task(args.task, _overrides(args.set))
+    checks.check_task(task, args.seed)
     description = describe.describe(task, args.seed)
     print(json.dumps(description, indent=2) if args.json else describe.format_description(description))
     return 0
@@ -192,6 +298,12 @@ def cmd_tasks_describe(args: argparse.Namespace) -> int:
 def _privacy_common(args: argparse.Namespace) -> dict[str, Any]:
     from tff_rec.privacy import accounting
 
+    if args.clients_per_round > args.population:
+        raise UsageError(f"--clients-per-round {args.clients_per_round} is larger than --population "
+                         f"{args.population}; allowed: 1 to {args.population}")
+    if args.mechanism == "tree" and args.rounds > MAX_TREE_ROUNDS:
+        raise UsageError(f"--rounds {args.rounds} with --mechanism tree; allowed: 1 to "
+                         f"{MAX_TREE_ROUNDS} (DP-FTRL's ε is computed round by round)")
     delta = args.delta if args.delta is not None else accounting.default_delta(args.population)
     return dict(population=args.population, clients_per_round=args.clients_per_round,
                 rounds=args.rounds, delta=delta, sampling=args.sampling)
@@ -254,10 +366,13 @@ def cmd_privacy_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--population", type=int, required=True, help="number of clients N")
-    parser.add_argument("--clients-per-round", type=int, required=True)
-    parser.add_argument("--rounds", type=int, required=True)
-    parser.add_argument("--delta", type=float, default=None, help="default: from the population")
+    parser.add_argument("--population", type=_integer(2), required=True, help="number of clients N")
+    parser.add_argument("--clients-per-round", type=_integer(1), required=True,
+                        help="cohort size C (expected, for Poisson), at most N")
+    parser.add_argument("--rounds", type=_integer(1, MAX_PRIVACY_ROUNDS, "accounting in bounded memory"),
+                        required=True, help=f"at most {MAX_PRIVACY_ROUNDS} ({MAX_TREE_ROUNDS} for tree)")
+    parser.add_argument("--delta", type=_number(0, 1, low_open=True, high_open=True), default=None,
+                        help="in (0, 1); default: from the population")
     parser.add_argument("--sampling", choices=("poisson", "fixed", "shuffle"), default="poisson",
                         help="how clients are sampled (tree: shuffle, each client at most once)")
     parser.add_argument("--json", action="store_true")
@@ -267,19 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tff-rec",
         description="Federated, differentially private transformer recommenders on TFF.",
+        epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow/absl logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run one task")
     run.add_argument("task", type=Path)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     run.add_argument("--out", default=DEFAULT_OUT, help="results folder (default: results)")
     run.add_argument("--study", default=None,
                      help="study whose manifest lists the run (default: the task's name)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a task key, e.g. --set algorithm.rounds=5")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--rerun-stale", action="store_true",
+                     help="re-make a complete record made by other code than this (default: reuse it, with a warning)")
     run.set_defaults(handler=cmd_run)
 
     study = commands.add_parser("study", help="run a study (variants × seeds) and print its table")
@@ -290,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--dry-run", action="store_true",
                        help="list every run (label, hash, seed, state) and the client updates planned")
     study.add_argument("--retry-failed", action="store_true", help="run recorded failures again")
-    study.add_argument("--jobs", type=int, default=1,
+    study.add_argument("--rerun-stale", action="store_true",
+                       help="re-make complete records made by other code than this (default: reuse them, with a warning)")
+    study.add_argument("--jobs", type=_integer(1), default=1,
                        help="runs at once, in separate processes sharing the cores (default 1)")
     study.set_defaults(handler=cmd_study)
 
@@ -328,12 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("study_dir", type=Path)
     save.add_argument("reference", type=Path)
     save.add_argument("--metrics", nargs="+", default=["ndcg@10", "hr@10", "mrr"])
-    save.add_argument("--tolerance", type=float, default=0.01, help="absolute, per metric and run")
+    save.add_argument("--tolerance", type=_number(0), default=0.01, help="absolute, per metric and run")
     save.set_defaults(handler=cmd_reference_save)
     check = reference.add_parser("check", help="does a re-run reproduce a reference? (exit 1 if not)")
     check.add_argument("study_dir", type=Path)
     check.add_argument("reference", type=Path)
-    check.add_argument("--seeds", nargs="+", type=int, default=None, help="compare only these seeds")
+    check.add_argument("--seeds", nargs="+", type=_integer(0, MAX_SEED), default=None, help="compare only these seeds")
     check.set_defaults(handler=cmd_reference_check)
 
     data = commands.add_parser("data", help="datasets and partitions").add_subparsers(
@@ -343,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--path", default=None)
     info.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                       help="dataset parameter, e.g. --param users=500 for synthetic")
-    info.add_argument("--min-user-interactions", type=int, default=5)
-    info.add_argument("--min-item-interactions", type=int, default=5)
+    info.add_argument("--min-user-interactions", type=_integer(0), default=5)
+    info.add_argument("--min-item-interactions", type=_integer(0), default=5)
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=cmd_data_info)
     download = data.add_parser("download", help="download MovieLens into a cache folder")
@@ -353,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(handler=cmd_data_download)
     part = data.add_parser("partition", help="heterogeneity statistics of a task's partition")
     part.add_argument("task", type=Path)
-    part.add_argument("--seed", type=int, default=0)
+    part.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     part.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     part.add_argument("--json", action="store_true")
     part.set_defaults(handler=cmd_data_partition)
@@ -361,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="task files").add_subparsers(dest="tasks_command", required=True)
     describe = tasks.add_parser("describe", help="the resolved task, with the model's parameter count")
     describe.add_argument("task", type=Path)
-    describe.add_argument("--seed", type=int, default=0)
+    describe.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     describe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     describe.add_argument("--json", action="store_true")
     describe.set_defaults(handler=cmd_tasks_describe)
@@ -369,12 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     privacy = commands.add_parser("privacy", help="ε accounting").add_subparsers(
         dest="privacy_command", required=True)
     epsilon = privacy.add_parser("epsilon", help="ε from RDP and PLD accountants")
-    epsilon.add_argument("--noise-multiplier", type=float, required=True)
+    epsilon.add_argument("--noise-multiplier", type=_number(0), required=True)
     epsilon.add_argument("--mechanism", choices=("gaussian", "tree"), default="gaussian")
     _add_privacy_args(epsilon)
     epsilon.set_defaults(handler=cmd_privacy_epsilon)
     calibrate = privacy.add_parser("calibrate", help="smallest noise multiplier meeting ε")
-    calibrate.add_argument("--target-epsilon", type=float, required=True)
+    calibrate.add_argument("--target-epsilon", type=_number(0, low_open=True), required=True)
     calibrate.add_argument("--accountant", choices=("rdp", "pld"), default="rdp")
     calibrate.add_argument("--mechanism", choices=("gaussian", "tree"), default="gaussian")
     _add_privacy_args(calibrate)
@@ -382,27 +502,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit 2: bad input or usage (argparse's own usage errors exit 2 too). Exit 1: RunFailed, a study
+# with failed runs, a reference that differs. See EXIT_STATUS.
 USER_ERRORS = (SpecError, DataError, ValueError, KeyError, FileNotFoundError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     silence(args.verbose)
+    threads.fix()  # before TensorFlow starts: results depend on the driver's thread count
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except RunFailed as error:
+        if args.verbose:
+            raise
+        print(f"tff-rec: error: {error} (--verbose shows the traceback)", file=sys.stderr)
+        return 1
     except USER_ERRORS as error:
         if args.verbose:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        if type(error) not in (SpecError, DataError, ValueError):  # say what kind of failure it was
+        if type(error) not in (SpecError, DataError, ValueError, UsageError):  # say what kind of failure it was
             message = f"{type(error).__name__}: {message}"
         print(f"tff-rec: error: {message} (--verbose shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; the workers stop below
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C (`uv run` passes it on too)
+        print(f"tff-rec: interrupted; {_resume_note()}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from tff_rec import faults, runtime
+
+        if args.verbose:
+            raise
+        if isinstance(error, runtime.WorkerDied):
+            print(f"tff-rec: error: {error}; {_resume_note()}", file=sys.stderr)
+            return 1
+        if faults.is_disk_full(error):  # nothing half-written is left (faults, runner)
+            path = getattr(error, "path", None) or getattr(error, "filename", None) or "a file"
+            print(f"tff-rec: error: no space left on device writing {path}", file=sys.stderr)
+            return 2
+        raise
     finally:
         from tff_rec import runtime
 
         runtime.stop_workers()
+
+
+def _resume_note() -> str:
+    """Where a re-run goes on from: the interrupted run's last checkpoint, when this process knows it."""
+    from tff_rec.training import checkpoints
+
+    latest = checkpoints.latest_round()
+    if latest:
+        return f"re-running the command resumes the run from its checkpoint of round {latest}"
+    return "re-running the command resumes each unfinished run from its last checkpoint, if it has one"
 
 
 if __name__ == "__main__":

@@ -6,19 +6,21 @@ Memoized per process, so a study's variants reuse them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from tff_rec import data as data_stage
 from tff_rec import models
+from tff_rec.data.errors import DataError
 from tff_rec.data.types import LeaveOneOutSplit
 from tff_rec.evaluation import popularity_scores
-from tff_rec.spec import TaskSpec
+from tff_rec.spec import SpecError, TaskSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,20 +70,74 @@ def data_identity(task: TaskSpec, seed: int) -> str:
 
 def prepare(task: TaskSpec, seed: int) -> PreparedData:
     """Load, filter, split and build training examples for a task at a task seed (memoized;
-    runs whose examples do not depend on the seed share them)."""
-    return _prepare(data_identity(task, seed))
+    runs whose examples do not depend on the seed share them).
+
+    Bad data (a missing or malformed file, nothing left after filtering) raises SpecError naming
+    the task file and the key that chose it, before anything is written.
+    """
+    with _naming_the_task(task):
+        return _prepare(data_identity(task, seed))
+
+
+def prepare_split(task: TaskSpec) -> LeaveOneOutSplit:
+    """The task's leave-one-out split alone (memoized; no training examples): what the
+    data-dependent checks of `tff_rec.checks` need."""
+    with _naming_the_task(task):
+        return _split(_split_identity(json.loads(data_identity(task, 0))))
+
+
+def _split_identity(fields: Mapping[str, Any]) -> str:
+    return _freeze({key: fields[key] for key in SPLIT_FIELDS})
+
+
+SPLIT_FIELDS = ("dataset", "path", "params", "min_user_interactions", "min_item_interactions")
+
+
+class _StageError(DataError):
+    """A data-stage error with the task keys that chose the failing input."""
+
+    def __init__(self, keys: str, error: DataError):
+        super().__init__(str(error))
+        self.keys = keys
+
+
+@contextlib.contextmanager
+def _naming_the_task(task: TaskSpec) -> Iterator[None]:
+    try:
+        yield
+    except _StageError as error:
+        raise SpecError(f"{task.source}: {error.keys}: {error}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _split(identity: str) -> LeaveOneOutSplit:
+    fields = json.loads(identity)
+    if fields["path"]:
+        keys = f"key 'data.path' ({fields['path']!r}, data.dataset = {fields['dataset']!r})"
+    else:
+        keys = f"key 'data.dataset' ({fields['dataset']!r}, no data.path)"
+    try:
+        interactions = data_stage.load(fields["dataset"], fields["path"], fields["params"])
+    except DataError as error:
+        raise _StageError(keys, error) from None
+    try:
+        sequences = data_stage.to_sequences(
+            interactions,
+            min_user_interactions=fields["min_user_interactions"],
+            min_item_interactions=fields["min_item_interactions"],
+        )
+    except DataError as error:
+        raise _StageError(
+            f"keys 'data.min_user_interactions' ({fields['min_user_interactions']}) and "
+            f"'data.min_item_interactions' ({fields['min_item_interactions']})", error
+        ) from None
+    return data_stage.leave_one_out(sequences)
 
 
 @functools.lru_cache(maxsize=4)
 def _prepare(identity: str) -> PreparedData:
     fields = json.loads(identity)
-    interactions = data_stage.load(fields["dataset"], fields["path"], fields["params"])
-    sequences = data_stage.to_sequences(
-        interactions,
-        min_user_interactions=fields["min_user_interactions"],
-        min_item_interactions=fields["min_item_interactions"],
-    )
-    split = data_stage.leave_one_out(sequences)
+    split = _split(_split_identity(fields))
     max_len = fields["max_len"]
     recipe = dict(fields["examples"])
     builder = recipe.pop("builder")

@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from tff_rec import faults, stale
+
 SUMMARY = "summary.json"
 METRICS = "metrics.csv"
 CONFIG = "config.toml"
@@ -31,7 +33,7 @@ PRIVACY = "privacy.json"
 ENV = "env.json"
 FAILED = "failed.json"  # a study run that raised: its error, until it is retried
 CHECKPOINTS = "checkpoints"  # in-progress state; removed when the run completes
-CHECKPOINT_ROWS = "rows.json"
+CHECKPOINT_ROWS = "rows.json"  # in each checkpoint folder: the metrics rows up to its round
 RUNS = "runs"  # results/runs/<task-hash>/seed-<n>/
 MANIFEST = "study.json"  # results/<study>/study.json
 PACKAGES = (
@@ -98,23 +100,58 @@ def read_manifest(study_dir: Path) -> dict[str, Any]:
 
 
 def is_complete(path: Path) -> bool:
-    return (Path(path) / SUMMARY).is_file()
+    """A finished record: summary.json exists, and it and metrics.csv read (`damage`)."""
+    return (Path(path) / SUMMARY).is_file() and damage(path) is None
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a record's summary.json or metrics.csv (naming the file), or None.
+
+    A damaged record (a truncated or garbled file, say after a crash of the machine) counts as
+    incomplete: a run re-makes it, tables leave it out with a warning.
+    """
+    summary_path, metrics_path = Path(path) / SUMMARY, Path(path) / METRICS
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as error:
+        return f"{summary_path}: unreadable ({error})"
+    if not isinstance(summary, dict) or not all(
+            isinstance(summary.get(key), dict) for key in ("test", "validation")):
+        return f"{summary_path}: not a run summary (test and validation metrics missing)"
+    try:
+        with open(metrics_path, newline="") as stream:
+            header, *rows = list(csv.reader(stream)) or [[]]
+    except (OSError, ValueError, csv.Error) as error:
+        return f"{metrics_path}: unreadable ({error})"
+    ragged = next((n for n, row in enumerate(rows, 2) if len(row) != len(header)), None)
+    if ragged is not None:
+        return f"{metrics_path}: line {ragged} has not the {len(header)} columns of the header"
+    rounds = summary.get("rounds")
+    if isinstance(rounds, int) and rounds > 0:
+        numbers = [row[header.index("round")] for row in rows] if "round" in header else []
+        if numbers != [str(n) for n in range(1, rounds + 1)]:
+            return f"{metrics_path}: rounds 1 to {rounds} expected, {len(rows)} rows found"
+    return None
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are ordinary files
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write text to path through a temporary file in the same folder and a rename.
+
+    A full disk raises `faults.DiskFull` naming `path`, and leaves no temporary file.
+    """
+    with faults.writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are ordinary files
+            with os.fdopen(handle, "w") as stream:
+                stream.write(text)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -146,11 +183,6 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
         return [
             {k: _parse_number(v) for k, v in row.items()} for row in csv.DictReader(stream)
         ]
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows saved with write_json (a checkpoint's metrics so far); [] when absent."""
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else []
 
 
 def _parse_number(text: str) -> Any:
@@ -210,11 +242,13 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": usage.cpu_model(),
+        "cpu_features": usage.cpu_features(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "packages": versions,
         "git": git_state(),
         "uv_lock_sha256": _file_sha256(_repo_root() / "uv.lock"),
+        "code_sha256": stale.code_sha256(),  # the package's sources and uv.lock: see `stale`
     }
 
 

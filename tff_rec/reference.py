@@ -30,7 +30,8 @@ def snapshot(study_dir: Path, metrics: Sequence[str], tolerance: float = TOLERAN
         "study": record.read_manifest(study_dir)["name"],
         "metrics": list(metrics),
         "tolerance": tolerance,
-        "made_with": {k: environment[k] for k in ("cpu_model", "cpu_count", "packages", "git", "uv_lock_sha256")},
+        "made_with": {k: environment.get(k) for k in (
+            "cpu_model", "cpu_features", "cpu_count", "packages", "git", "uv_lock_sha256")},
         "runs": [
             {"label": run["label"], "seed": int(run["seed"]), "task_hash": run["task_hash"],
              "test": {m: float(run[f"test_{m}"]) for m in metrics},
@@ -40,23 +41,26 @@ def snapshot(study_dir: Path, metrics: Sequence[str], tolerance: float = TOLERAN
     }
 
 
+def _pairs(runs: pd.DataFrame, reference: dict[str, Any],
+           seeds: Sequence[int] | None) -> list[tuple[dict[str, Any], pd.Series | None]]:
+    """Each referenced run (of `seeds`, default all) with the re-run's record of it (or None)."""
+    found = {(run["label"], int(run["seed"])): run for _, run in runs.iterrows()}
+    return [(expected, found.get((expected["label"], expected["seed"])))
+            for expected in reference["runs"] if seeds is None or expected["seed"] in seeds]
+
+
 def check(runs: pd.DataFrame, reference: dict[str, Any], seeds: Sequence[int] | None = None) -> list[str]:
     """Differences between re-run records and a reference, as sentences (empty: reproduced).
 
     seeds: compare only these seeds of the reference (a partial re-run); default all.
     """
     tolerance = reference["tolerance"]
-    found = {(run["label"], int(run["seed"])): run for _, run in runs.iterrows()}
     problems = []
-    for expected in reference["runs"]:
-        if seeds is not None and expected["seed"] not in seeds:
-            continue
-        key = (expected["label"], expected["seed"])
+    for expected, run in _pairs(runs, reference, seeds):
         where = f"{expected['label']} (seed {expected['seed']})"
-        if key not in found:
+        if run is None:
             problems.append(f"{where}: no record to compare")
             continue
-        run = found[key]
         if run["task_hash"] != expected["task_hash"]:
             problems.append(f"{where}: task {run['task_hash']} differs from the reference's "
                             f"{expected['task_hash']}: the task changed, the reference is stale")
@@ -71,3 +75,18 @@ def check(runs: pd.DataFrame, reference: dict[str, Any], seeds: Sequence[int] | 
                 epsilon is not None and not math.isclose(epsilon, expected["epsilon"], rel_tol=1e-6)):
             problems.append(f"{where}: ε {epsilon}, reference {expected['epsilon']}")
     return problems
+
+
+def largest_differences(runs: pd.DataFrame, reference: dict[str, Any],
+                        seeds: Sequence[int] | None = None) -> dict[str, tuple[float, str]]:
+    """Per metric, the largest |re-run − reference| over the runs compared (same task hash) and
+    where it is: metric → (difference, "label (seed n)"). 0.0 everywhere means bit-identical."""
+    largest: dict[str, tuple[float, str]] = {}
+    for expected, run in _pairs(runs, reference, seeds):
+        if run is None or run["task_hash"] != expected["task_hash"]:
+            continue
+        for metric, value in expected["test"].items():
+            difference = abs(float(run[f"test_{metric}"]) - value)
+            if metric not in largest or difference > largest[metric][0]:
+                largest[metric] = (difference, f"{expected['label']} (seed {expected['seed']})")
+    return largest

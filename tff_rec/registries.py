@@ -6,6 +6,7 @@ all it takes to make it usable from task files.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping
 
 
@@ -59,6 +60,44 @@ def params_for(section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
         raise SpecError(f"{section}: {message}") from None
 
 
+# Upper bounds of model sizes (after presets): a typo fails at load, not as an out-of-memory error.
+MODEL_LIMITS: dict[str, tuple[int, str]] = {
+    "max_len": (10_000, "training examples are [examples, max_len] arrays built up front"),
+    "embedding_dim": (10_000, "the item table is [items + 1, embedding_dim]"),
+    "intermediate_dim": (100_000, "feed-forward width"),
+    "num_blocks": (100, "transformer blocks"),
+    "num_layers": (100, "GRU layers"),
+    "dupe_factor": (1_000, "masked copies of every user's sequence are built up front"),
+    "num_sampled": (1_000_000, "negatives per training batch"),
+}
+
+
+def _check_registry_values(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """Ranges of dataset and partition parameters that need no data (the data-dependent rules
+    are checked by `tff_rec.checks` before a run writes anything)."""
+    from tff_rec.data import sources
+    from tff_rec.partition import schemes
+    from tff_rec.spec import SpecError
+
+    data = sections["data"]
+    problem = sources.param_problem(data["dataset"], data["params"])
+    if problem is not None:
+        key, text = problem
+        raise SpecError(f"{source}: key 'data.{key}' {text} (data.dataset = {data['dataset']!r})")
+    partition = sections["partition"]
+    try:
+        schemes.resolve_params(partition["scheme"], partition["params"])
+    except ValueError as error:
+        raise SpecError(f"{source}: {keyed(str(error))}") from None
+
+
+def keyed(message: str) -> str:
+    """'partition.alpha must be > 0 ...' → "key 'partition.alpha' must be > 0 ...", the project's
+    style; other messages are returned as they are."""
+    found = re.match(r"([a-z_]+(?:\.[a-z_0-9]+)+) (.*)", message, flags=re.S)
+    return f"key '{found.group(1)}' {found.group(2)}" if found else message
+
+
 def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Rules that involve more than one section; raise SpecError naming the keys."""
     from tff_rec import models
@@ -67,10 +106,17 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
 
     from tff_rec.spec import FEDERATED_ALGORITHMS
 
+    _check_registry_values(source, sections)
     try:  # model keys together (presets, heads dividing d, ...), before anything trains
-        models.resolve_hparams(sections["model"]["name"], **sections["model"]["params"])
+        config = models.resolve_hparams(sections["model"]["name"], **sections["model"]["params"])
     except ValueError as error:
         raise SpecError(f"{source}: {error}") from None
+    for key, (limit, why) in MODEL_LIMITS.items():
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > limit:
+            raise SpecError(
+                f"{source}: key 'model.{key}' must be between 1 and {limit} ({why}). Found {value}."
+            )
     algorithm = sections["algorithm"]["name"]
     privacy = sections["privacy"]
     if algorithm not in FEDERATED_ALGORITHMS and privacy["mechanism"] != "none":
@@ -100,6 +146,7 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
             f"accounting assumes each client at most once per tree). "
             f"Found {sections['algorithm']['sampling']!r}."
         )
+    _check_noise_rules(source, sections)
     delta = privacy["delta"]
     if delta is not None and not 0 < delta < 1:
         raise SpecError(f"{source}: key 'privacy.delta' must be in (0, 1). Found {delta!r}.")
@@ -121,6 +168,63 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
                 f"Found {privacy['params']['noise_multiplier']!r}."
             ) from None
         raise SpecError(f"{source}: privacy.mechanism = 'ddp' cannot run here: {DDP_UNAVAILABLE}")
+
+
+def _check_noise_rules(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """What the trainer would refuse after its lock: a target ε no accountant can calibrate to
+    under the task's sampling."""
+    from tff_rec.privacy import accounting
+    from tff_rec.spec import SpecError
+
+    privacy, algorithm = sections["privacy"], sections["algorithm"]
+    mechanism, accountant = privacy["mechanism"], privacy["accountant"]
+    sampling = algorithm["sampling"]
+    if privacy["target_epsilon"] is not None and mechanism in ("gaussian", "adaptive"):
+        if sampling not in accounting.SAMPLINGS:
+            raise SpecError(
+                f"{source}: key 'privacy.target_epsilon' cannot be calibrated with "
+                f"algorithm.sampling = {sampling!r}: dp-accounting has no event for the Gaussian "
+                f"mechanism under shuffled passes. Found {privacy['target_epsilon']!r}; allowed: "
+                f"algorithm.sampling = {' or '.join(map(repr, accounting.SAMPLINGS))}, or "
+                f"privacy.noise_multiplier instead."
+            )
+        # noise 0: the support check runs, the (slow, for PLD) ε computation does not
+        probe = accounting.epsilon(noise_multiplier=0.0, population=100, clients_per_round=1,
+                                   rounds=1, delta=1e-5, sampling=sampling, accountant=accountant)
+        if probe.reason is not None:
+            raise SpecError(
+                f"{source}: key 'privacy.target_epsilon' cannot be calibrated with "
+                f"privacy.accountant = {accountant!r} under algorithm.sampling = {sampling!r} "
+                f"({probe.reason.split('. ')[0]}). Found {privacy['target_epsilon']!r}; allowed: "
+                f"another accountant or sampling, or privacy.noise_multiplier instead."
+            )
+    if privacy["target_epsilon"] is not None and mechanism == "tree" and accountant != "rdp":
+        raise SpecError(
+            f"{source}: key 'privacy.target_epsilon' with privacy.mechanism = 'tree' needs "
+            f"privacy.accountant = 'rdp' (dp-accounting analyses tree aggregation with RDP only). "
+            f"Found {accountant!r}."
+        )
+
+
+def check_adaptive_noise(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """Adaptive clipping's split of an explicit noise multiplier between the update sum and the
+    clipped count (TFF's rule: the count's noise multiplier 2s must exceed the total z)."""
+    from tff_rec.privacy import mechanisms
+    from tff_rec.spec import SpecError
+
+    privacy, algorithm = sections["privacy"], sections["algorithm"]
+    if privacy["mechanism"] == "adaptive" and privacy["target_epsilon"] is None:
+        params = privacy["params"]
+        try:
+            mechanisms.adaptive_noise_split(params["noise_multiplier"],
+                                            algorithm["clients_per_round"],
+                                            params["clipped_count_stddev"])
+        except ValueError as error:
+            raise SpecError(
+                f"{source}: {keyed(str(error))} (privacy.mechanism = 'adaptive', "
+                f"privacy.noise_multiplier = {params['noise_multiplier']!r}, "
+                f"algorithm.clients_per_round = {algorithm['clients_per_round']})"
+            ) from None
 
 
 # Why `ddp` is registered (parameters, accounting note) but refused at task load.

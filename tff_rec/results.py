@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tff_rec import record
+from tff_rec import faults, record, stale
 
 DEFAULT_METRICS = ("ndcg@10", "hr@10")
 ORDER = {"popularity": 0, "centralized": 1}
@@ -71,7 +71,19 @@ def _provenance(directory: Path) -> dict[str, Any]:
         "packages": ", ".join(f"{k}=={v}" for k, v in sorted(packages.items()) if k != "tff-rec"),
         "uv_lock_sha256": env.get("uv_lock_sha256"),
         "cpu_model": env.get("cpu_model"),
+        "stale": stale.is_stale(directory),  # made by other code than the code running now
     }
+
+
+def _intact(directory: Path) -> bool:
+    """Whether a record is complete; a damaged one (unreadable summary.json or metrics.csv) is
+    left out with a warning naming the file (a re-run of its task re-makes it)."""
+    if record.is_complete(directory):
+        return True
+    problem = record.damage(directory) if (directory / record.SUMMARY).is_file() else None
+    if problem is not None:
+        faults.warn(f"{problem}; left out (re-run its task to re-make the record)")
+    return False
 
 
 def _study_rows(study_dir: Path) -> list[dict[str, Any]]:
@@ -82,7 +94,7 @@ def _study_rows(study_dir: Path) -> list[dict[str, Any]]:
     for order, variant in enumerate(manifest["variants"]):
         for seed in manifest["seeds"]:
             directory = record.run_dir(out, variant["task_hash"], seed)
-            if not record.is_complete(directory):
+            if not _intact(directory):
                 continue
             row = _run_row(directory)
             row.update(study=manifest["name"], label=variant["label"], order=order)
@@ -110,7 +122,8 @@ def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
             for manifest in manifests:
                 rows.extend(_study_rows(manifest.parent))
         else:
-            rows.extend(_run_row(directory) for directory in record.find_runs([path]))
+            rows.extend(_run_row(directory) for directory in record.find_runs([path])
+                        if _intact(directory))
     if not rows:
         raise FileNotFoundError(
             f"no complete run records (summary.json) for {', '.join(map(str, paths))}"
@@ -229,6 +242,7 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage:
                 row[f"{metric}_diff"], row[f"{metric}_p"], _ = paired_test(
                     group.set_index("seed")[column], reference.set_index("seed")[column])
         row["epsilon"], row["epsilon_ci"] = mean_ci(group["epsilon"].tolist())
+        row["stale"] = int(group["stale"].astype(bool).sum()) if "stale" in group else 0  # stale seeds
         row["delta"] = first["delta"]
         for column in columns:
             row[column] = pd.to_numeric(group[column], errors="coerce").mean()
@@ -241,6 +255,9 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage:
 def provenance_warnings(runs: pd.DataFrame) -> list[str]:
     """Sentences naming what differs between the runs' code and packages (empty if nothing)."""
     warnings = []
+    if "stale" in runs and runs["stale"].any():
+        warnings.append(f"{int(runs['stale'].sum())} of {len(runs)} runs are stale (made by other code "
+                        f"than this; the table's 'stale' column marks them): `study --rerun-stale` re-makes them")
     commits = sorted(set(runs["git_commit"].dropna()))
     if len(commits) > 1:
         warnings.append(f"runs come from {len(commits)} git commits: {', '.join(c[:10] for c in commits)}")
@@ -377,6 +394,8 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
             shown[f"Δ {metric} vs {baseline}"] = [
                 _p_cell(d, p) for d, p in zip(table[f"{metric}_diff"], table[f"{metric}_p"])]
     shown["ε"] = [_epsilon_cell(row) for _, row in table.iterrows()]
+    if "stale" in table and table["stale"].any():  # records made by other code: say which rows, and how many seeds
+        shown["stale"] = [f"{n}/{seeds}" if n else "" for n, seeds in zip(table["stale"], table["seeds"])]
     for column in columns:
         shown[column.removeprefix("het_")] = [_number_cell(v) for v in table[column]]
     return shown

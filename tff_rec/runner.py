@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from tff_rec import evaluation, record, runtime, seeds, usage
+from tff_rec import checks, evaluation, faults, record, runtime, seeds, stale, threads, usage
 from tff_rec.prepare import PreparedData, prepare
 from tff_rec.progress import RunProgress, StudyProgress
 from tff_rec.spec import FEDERATED_ALGORITHMS, StudySpec, TaskSpec
@@ -42,6 +42,7 @@ class RunResult:
     summary: dict[str, Any]
     skipped: bool  # True when the record was already complete
     error: Optional[str] = None  # set when the run failed (its record then holds failed.json)
+    stale: bool = False  # a reused record made by other code than this (`tff_rec.stale`)
 
 
 def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
@@ -62,43 +63,86 @@ def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
     return evaluate
 
 
+_held_locks: set[Path] = set()  # lock files this process holds (a SIGTERMed job removes them)
+
+
 @contextlib.contextmanager
 def _exclusive(lock: Path) -> Iterator[None]:
-    """Hold a lock file: two processes never run one task at one seed at the same time."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Hold a lock file: two processes never run one task at one seed at the same time.
+
+    The file is removed when the lock is released (no lock files pile up, nor stay behind a full
+    disk); a process that opened it before then and gets the lock next finds the path gone or
+    another file, and locks the path anew.
+    """
+    with faults.writing(lock):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        with faults.writing(lock):
+            handle = open(lock, "a")
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                held = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                held = False
+        except BaseException:
+            handle.close()
+            raise
+        if held:
+            break
+        handle.close()
+    _held_locks.add(lock)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # before the unlock: a waiter then sees the path gone
+        _held_locks.discard(lock)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def run_task(task: TaskSpec, seed: int, out: Path, progress: bool = True,
-             cache_dir: Optional[Path] = None) -> RunResult:
-    """Run `task` at `seed` unless its record is already complete; return the record's summary."""
+             cache_dir: Optional[Path] = None, rerun_stale: bool = False) -> RunResult:
+    """Run `task` at `seed` unless its record is already complete (and not stale, with
+    `rerun_stale`); return the record's summary."""
     directory = record.run_dir(out, task.hash, seed)
     done = _already_complete(directory)
-    if done is not None:
+    if done is not None and not (rerun_stale and done.stale):
         return done
+    damage = record.damage(directory) if (directory / record.SUMMARY).is_file() else None
+    if damage is not None:
+        faults.warn(f"{damage}: the record is incomplete; making it again")
     data = prepare(task, seed)  # bad input fails here, before any folder exists
+    checks.check_task(task, seed, data.split)  # and so does what the data cannot satisfy
     cache_dir = Path(cache_dir or Path(out) / ".cache")
     with _exclusive(cache_dir / f"run-{task.hash}-seed-{seed}.lock"):
         # another process may have finished it while we waited
-        return _already_complete(directory) or _run(task, seed, data, directory, cache_dir, progress)
+        return (_reusable(directory, rerun_stale)
+                or _run(task, seed, data, directory, cache_dir, progress))
 
 
 def _already_complete(directory: Path) -> Optional[RunResult]:
     """The skipped result of a complete record, or None when the run still has to be made."""
     if not record.is_complete(directory):
         return None
-    return RunResult(directory, json.loads((directory / record.SUMMARY).read_text()), True)
+    summary = json.loads((directory / record.SUMMARY).read_text())
+    return RunResult(directory, summary, True, stale=stale.is_stale(directory))
+
+
+def _reusable(directory: Path, rerun_stale: bool) -> Optional[RunResult]:
+    """`_already_complete`, except that a stale record is deleted (to be re-made) with `rerun_stale`."""
+    done = _already_complete(directory)
+    if done is None or not (rerun_stale and done.stale):
+        return done
+    shutil.rmtree(directory)
+    return None
 
 
 def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_dir: Path,
          progress: bool) -> RunResult:
     started = datetime.datetime.now(datetime.timezone.utc)
     environment = record.environment()  # the code and packages as the run starts
+    environment["intra_op_threads"] = threads.check()  # results depend on it
     wall, cpu = time.perf_counter(), time.process_time()
     usage.reset_peak()
     rows: list[dict[str, Any]] = []
@@ -169,13 +213,22 @@ def _planned_rounds(task: TaskSpec) -> int:
 
 def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]], summary: dict[str, Any],
                   privacy: Optional[dict[str, Any]], environment: dict[str, Any]) -> None:
-    """Write every file of the record; summary.json last, then drop the checkpoints."""
-    record.write_atomic(directory / record.CONFIG, record.to_toml(task.to_dict()))
-    record.write_csv(directory / record.METRICS, rows)
-    if privacy is not None:
-        record.write_json(directory / record.PRIVACY, privacy)
-    record.write_json(directory / record.ENV, environment)
-    record.write_json(directory / record.SUMMARY, summary)
+    """Write every file of the record; summary.json last, then drop the checkpoints.
+
+    If a write fails (a full disk), the files written before it are removed again: no
+    half-written record, and the checkpoints stay for the next attempt.
+    """
+    try:
+        record.write_atomic(directory / record.CONFIG, record.to_toml(task.to_dict()))
+        record.write_csv(directory / record.METRICS, rows)
+        if privacy is not None:
+            record.write_json(directory / record.PRIVACY, privacy)
+        record.write_json(directory / record.ENV, environment)
+        record.write_json(directory / record.SUMMARY, summary)
+    except BaseException:
+        for name in (record.CONFIG, record.METRICS, record.PRIVACY, record.ENV):
+            (directory / name).unlink(missing_ok=True)
+        raise
     shutil.rmtree(directory / record.CHECKPOINTS, ignore_errors=True)
 
 
@@ -188,8 +241,9 @@ def manifest_entries(study: StudySpec) -> list[dict[str, Any]]:
 
 
 def run_study(study: StudySpec, out: Path, progress: bool = True,
-              retry_failed: bool = False, jobs: int = 1) -> list[RunResult]:
-    """Run every variant at every seed, skipping complete runs; `jobs` runs at once.
+              retry_failed: bool = False, jobs: int = 1, rerun_stale: bool = False) -> list[RunResult]:
+    """Run every variant at every seed, skipping complete runs (but stale ones with
+    `rerun_stale`); `jobs` runs at once.
 
     A run that fails is recorded (failed.json in its folder, with the error) and the study goes
     on; a recorded failure is retried only with `retry_failed` (it then resumes from its last
@@ -202,47 +256,67 @@ def run_study(study: StudySpec, out: Path, progress: bool = True,
     for task in study.tasks:
         for seed in study.seeds:
             directory = record.run_dir(out, task.hash, seed)
-            failure = directory / record.FAILED
-            if failure.is_file() and not retry_failed:
-                error = json.loads(failure.read_text())["error"]
+            error = None if retry_failed else _recorded_failure(directory / record.FAILED)
+            if error is not None:
                 results[task.hash, seed] = RunResult(directory, {}, True, error)
-            elif record.is_complete(directory):
-                results[task.hash, seed] = _already_complete(directory)
+            elif (done := _already_complete(directory)) and not (rerun_stale and done.stale):
+                results[task.hash, seed] = done
             else:
                 pending[task.hash, seed] = task
     jobs = usable_jobs(jobs)
     if jobs == 1 or len(pending) <= 1:
         for (task_hash, seed), task in pending.items():
-            results[task_hash, seed] = run_recorded(task, seed, out, progress)
+            results[task_hash, seed] = run_recorded(task, seed, out, progress, rerun_stale)
     else:
-        results.update(_run_parallel(pending, out, jobs, progress))
+        results.update(_run_parallel(pending, out, jobs, progress, rerun_stale))
     return [results[task.hash, seed] for task in study.tasks for seed in study.seeds]
 
 
-def run_recorded(task: TaskSpec, seed: int, out: Path, progress: bool = False) -> RunResult:
-    """`run_task`, with a failure recorded in the run's failed.json instead of raised."""
+def _recorded_failure(path: Path) -> Optional[str]:
+    """The error a failed.json records; None without one (an unreadable one: the run is retried)."""
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        faults.warn(f"{path}: unreadable ({error}); running the run again")
+        return None
+
+
+def run_recorded(task: TaskSpec, seed: int, out: Path, progress: bool = False,
+                 rerun_stale: bool = False) -> RunResult:
+    """`run_task`, with a failure recorded in the run's failed.json instead of raised.
+
+    A full disk is not the run's failure: it is raised (every later run would fail alike).
+    """
     directory = record.run_dir(out, task.hash, seed)
     (directory / record.FAILED).unlink(missing_ok=True)
     try:
-        return run_task(task, seed, out, progress=progress)
+        return run_task(task, seed, out, progress=progress, rerun_stale=rerun_stale)
+    except faults.DiskFull:
+        raise
     except Exception as error:  # noqa: BLE001 - recorded, reported, and the study goes on
+        if faults.is_disk_full(error):
+            raise faults.DiskFull(getattr(error, "filename", None) or directory) from error
         message = f"{type(error).__name__}: {error}"
         record.write_json(directory / record.FAILED, {"label": task.name, "seed": seed, "error": message})
         return RunResult(directory, {}, False, message)
 
 
-def _init_job(threads: int) -> None:
-    """Set up a study job process: quiet logs, its share of the cores for TF and TFF, and a
-    SIGTERM when the study process dies (else a killed study would leave its jobs running)."""
+def _init_job(share: int) -> None:
+    """Set up a study job process: quiet logs, the driver's fixed thread count, its share of the
+    cores for TFF's worker, and a SIGTERM when the study process dies (else a killed study would
+    leave its jobs running). The intra-op thread count is the same as without jobs
+    (`threads.INTRA_OP_THREADS`): results depend on it."""
     from tff_rec.quiet import silence
 
     _terminate_with_parent()
     silence(False)  # before TensorFlow is imported: its C++ logging reads the environment then
+    threads.fix()
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    runtime.set_concurrency(threads)
+    runtime.set_concurrency(share)
 
 
 def usable_jobs(jobs: int) -> int:
@@ -251,43 +325,69 @@ def usable_jobs(jobs: int) -> int:
 
 
 def _terminate_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent exits (prctl PR_SET_PDEATHSIG)."""
+    """Ask Linux to send this process SIGTERM when its parent exits (prctl PR_SET_PDEATHSIG);
+    leave Ctrl-C to the study process, which terminates its jobs (`_run_parallel`)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except OSError:  # not Linux/glibc: jobs then outlive a killed study, as they would anyway
         pass
     signal.signal(signal.SIGTERM, _stop_job)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the study process stops its jobs
 
 
 def _stop_job(signum: int, frame: object) -> None:
-    """End a job process now, with its TFF worker (SystemExit would be taken for a run's error)."""
+    """End a job process now, with its TFF worker and its lock file (SystemExit would be taken
+    for a run's error)."""
     runtime.stop_workers()
+    for lock in list(_held_locks):
+        lock.unlink(missing_ok=True)  # the exit releases the lock itself
+    try:  # release this process's semaphores (tqdm's lock), or multiprocessing's resource
+        multiprocessing.util._run_finalizers(0)  # tracker warns of "leaked semaphore objects"
+    except Exception:  # noqa: BLE001 - a private API: exiting matters more
+        pass
     os._exit(128 + signum)
 
 
 def _run_parallel(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int,
-                  progress: bool) -> dict[tuple[str, int], RunResult]:
-    """Run tasks in `jobs` separate processes, each given cores // jobs threads.
+                  progress: bool, rerun_stale: bool = False) -> dict[tuple[str, int], RunResult]:
+    """Run tasks in `jobs` separate processes, each given cores // jobs concurrent TFF computations.
 
-    Threads × concurrent TFF computations per job stay within its share of the cores, so the jobs
-    together never oversubscribe them. Processes are reused across runs (learning processes are
-    cached per process); each run still gets its own TFF worker.
+    The TFF computations of all jobs together stay within the cores (each runs on one thread);
+    the drivers keep their fixed thread count (`threads`), so a centralized run beside another
+    job may briefly share a core. Processes are reused across runs (learning processes are cached
+    per process); each run still gets its own TFF worker.
     """
-    threads = len(os.sched_getaffinity(0)) // jobs
+    share = len(os.sched_getaffinity(0)) // jobs
     results = {}
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_job, initargs=(threads,),
+        initializer=_init_job, initargs=(share,),
     ) as pool, StudyProgress(len(pending), enabled=progress) as bar:
         futures = {
-            pool.submit(run_recorded, task, key[1], Path(out)): (key, task)
+            pool.submit(run_recorded, task, key[1], Path(out), False, rerun_stale): (key, task)
             for key, task in pending.items()
         }
-        for future in concurrent.futures.as_completed(futures):
-            key, task = futures[future]
-            results[key] = future.result()
-            bar.finished(f"{task.name} · seed {key[1]}", results[key].error is None)
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                key, task = futures[future]
+                results[key] = future.result()
+                bar.finished(f"{task.name} · seed {key[1]}", results[key].error is None)
+        except BaseException:  # Ctrl-C, a full disk: stop every job now, with its worker
+            _stop_jobs(pool)
+            raise
     return results
+
+
+def _stop_jobs(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and SIGTERM the job processes (each stops its TFF worker and
+    removes its lock file, `_stop_job`). Python 3.11's pool has no public way to end its processes."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=30)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +395,7 @@ class PlannedRun:
     label: str
     task_hash: str
     seed: int
-    state: str  # done | failed | partial (has checkpoints) | to do
+    state: str  # done | damaged (re-made when run) | failed | partial (has checkpoints) | to do
     client_updates: int  # rounds × clients per round (expected, for Poisson sampling)
 
 
@@ -309,7 +409,9 @@ def plan_study(study: StudySpec, out: Path) -> list[PlannedRun]:
         for seed in study.seeds:
             directory = record.run_dir(out, task.hash, seed)
             if record.is_complete(directory):
-                state = "done"
+                state = "stale" if stale.is_stale(directory) else "done"
+            elif (directory / record.SUMMARY).is_file():  # unreadable: re-made when run
+                state = "damaged"
             elif (directory / record.FAILED).is_file():
                 state = "failed"
             elif (directory / record.CHECKPOINTS).is_dir():

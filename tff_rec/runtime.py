@@ -1,22 +1,37 @@
 """The TFF local runtime: configure it for speed, and stop its worker process when we are done.
 
-TFF's local C++ runtime starts a `worker_binary` child process that outlives Python unless it is
-stopped, and that holds our stdout/stderr open (a pipe reading our output would never close).
-`configure()` registers `shutdown()` to run at exit and on SIGTERM.
+TFF's local C++ runtime runs computations in a `worker_binary` child process. TFF 0.87 starts it
+from its event-loop thread and, when it dies, silently starts another one (without our settings)
+and re-runs the computation; left alone it outlives Python, holding our stdout/stderr open (a
+pipe reading our output would never close). So `configure()` installs TFF's own test context
+(`tff.backends.test`, whose compiler pass simulates secure sums) around an executor factory whose
+worker we start ourselves (`_WorkerService`):
+
+- the worker is killed with its driver however the driver dies (PR_SET_PDEATHSIG = SIGKILL), runs
+  in its own process group (a Ctrl-C reaches the driver, which stops it), and writes to
+  /dev/null unless TF logging is wanted;
+- a worker that dies under a run is an error of that run (`WorkerDied`), never restarted behind
+  its back; one stopped on purpose (`stop_workers()`) is started afresh by the next computation.
+
+`configure()` also registers `shutdown()` to run at exit and turns SIGTERM into SystemExit.
 """
 from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import os
 import signal
+import subprocess
+import threading
 import time
+import weakref
 from pathlib import Path
 
 WORKER_NAME = "worker_binary"
 MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-# Read by the worker when it starts, so set just around its start:
+# Read by the worker when it starts: its environment is ours plus these.
 WORKER_ENVIRONMENT = {
     # one intra- and one inter-op thread per computation (DESIGN.md, Performance notes)
     "TF_NUM_INTRAOP_THREADS": "1",
@@ -28,6 +43,146 @@ WORKER_ENVIRONMENT = {
 }
 _configured = False
 _concurrency: int | None = None  # computations at once in the worker; None = one per core
+_WORKER_START_SECONDS = 120  # a worker not serving by then is reported, not waited for forever
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerDied(RuntimeError):
+    """The TFF worker process ended while a computation needed it (killed, crashed, out of memory)."""
+
+
+class _WorkerService:
+    """One TFF worker_binary for one execution context, started by us in place of the
+    `ServiceManager` of TFF's `local_cpp_executor_factory` (same binary, flags and gRPC channel).
+
+    `start()` runs in the thread that calls `configure()` (the main thread): PR_SET_PDEATHSIG fires
+    when the thread that forked the child ends. `stub()` is what TFF's executor stack asks for
+    before each computation (from TFF's event-loop thread): the live worker's stub; `WorkerDied`
+    if the worker has exited since it started (TFF would quietly start another one and run the
+    computation again); a new worker if `stop()` stopped the last one on purpose (unless this
+    process is ending: after Ctrl-C or SIGTERM, or `close`).
+    """
+
+    def __init__(self, max_concurrent_computation_calls: int):
+        self._calls = max_concurrent_computation_calls
+        self._lock = threading.RLock()  # stop() may run in a signal handler amid start()
+        self._process: subprocess.Popen | None = None
+        self._stub = None
+        self._channel = None
+        self._closed = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._process is None:
+                self._start()
+
+    def stub(self):
+        with self._lock:
+            if self._closed or (self._process is None and _terminated_by is not None):
+                # a computation still retrying after Ctrl-C or SIGTERM stopped the worker
+                raise WorkerDied("the TFF runtime was shut down")
+            if self._process is None:
+                self._start()
+            elif self._process.poll() is not None:
+                raise WorkerDied(describe_exit(self._process.pid, self._process.returncode))
+            return self._stub
+
+    def died(self, during: str = "") -> str | None:
+        """How the worker ended, if it ended without being stopped; None while it runs."""
+        process = self._process
+        if process is None or process.poll() is None:
+            return None
+        return describe_exit(process.pid, process.returncode, during)
+
+    def stop(self, close: bool = False) -> None:
+        """Kill the worker and reap it; `close`: never start another one."""
+        with self._lock:
+            self._closed = self._closed or close
+            process, self._process, self._stub = self._process, None, None
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+        if process is not None and process.poll() is None:
+            process.kill()
+        if process is not None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # stuck in the kernel: leave it, it was SIGKILLed
+                pass
+
+    def _start(self) -> None:
+        import grpc
+        import portpicker
+        from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+        from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+
+        binary = Path(executor_factory.__file__).parent.parent.parent.parent.parent / "data" / WORKER_NAME
+        verbose = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0"  # --verbose: keep its logs
+        output = None if verbose else subprocess.DEVNULL
+        for _ in range(3):  # the port picked can be taken before the worker binds it
+            port = portpicker.pick_unused_port()
+            process = subprocess.Popen(
+                [str(binary), f"--port={port}", f"--max_concurrent_computation_calls={self._calls}"],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                env={**os.environ, **WORKER_ENVIRONMENT}, preexec_fn=_die_with(os.getpid()),
+                process_group=0,  # a terminal's Ctrl-C goes to the driver, which stops the worker
+            )
+            channel = grpc.insecure_channel(f"localhost:{port}", executor_factory._GRPC_CHANNEL_OPTIONS)
+            stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+            deadline = time.monotonic() + _WORKER_START_SECONDS
+            while not stub.is_ready and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)  # TFF polls every second; a run waited ~1 s for its worker
+            if stub.is_ready:
+                self._process, self._stub, self._channel = process, stub, channel
+                return
+            channel.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+                raise WorkerDied(f"TFF worker (pid {process.pid}) did not start serving on port "
+                                 f"{port} within {_WORKER_START_SECONDS} s")
+            process.wait()
+        raise WorkerDied(f"the TFF worker did not start: {describe_exit(process.pid, process.returncode)}")
+
+
+def describe_exit(pid: int, returncode: int | None, during: str = "") -> str:
+    """'TFF worker (pid N) died [during round R] (killed by SIGKILL)' and the like."""
+    if returncode is not None and returncode < 0:
+        try:
+            how = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+    else:
+        how = f"exit status {returncode}"
+    return f"TFF worker (pid {pid}) died {during + ' ' if during else ''}({how})"
+
+
+def _die_with(parent: int):
+    """A preexec_fn: the child gets SIGKILL when the thread that forked it ends (PR_SET_PDEATHSIG),
+    and exits at once if that happened before the prctl took effect."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    except (OSError, AttributeError):  # not Linux: the worker is stopped at exit only
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+_services: "weakref.WeakSet[_WorkerService]" = weakref.WeakSet()  # every context's worker
+_service: _WorkerService | None = None  # the configured context's
+
+
+def check_worker(during: str = "") -> None:
+    """Raise WorkerDied if the configured context's worker has died (after a failed computation:
+    the cause to report, rather than the gRPC error it surfaced as)."""
+    died = _service.died(during) if _service is not None else None
+    if died is not None:
+        raise WorkerDied(died)
 
 
 def set_concurrency(calls: int) -> None:
@@ -79,13 +234,17 @@ def worker_rss_mb() -> float:
     return round(sum(usage.rss_mb(p) or 0.0 for p in worker_pids()), 1)
 
 
-def stop_workers() -> None:
-    """Kill every TFF worker this process started; the next `configure()` starts a new one.
+def stop_workers(close: bool = False) -> None:
+    """Kill every TFF worker this process started; the next `configure()` starts a new one (as
+    does the next computation of the context already configured, unless `close`).
 
-    The worker is not reaped here: TFF's own ServiceManager reaps it when it is collected (it
-    signals the pid first, which must still exist, as a zombie, or it raises at exit).
+    Workers of TFF's own ServiceManager (computations run without `configure()`) are not reaped
+    here: it reaps them when it is collected (it signals the pid first, which must still exist,
+    as a zombie, or it raises at exit).
     """
     global _configured
+    for service in list(_services):
+        service.stop(close=close)
     killed = worker_pids()
     for pid in killed:
         try:
@@ -107,7 +266,7 @@ def shutdown() -> None:
     import gc
     import sys
 
-    stop_workers()
+    stop_workers(close=True)  # a computation still retrying in TFF's thread starts no new one
     if "tensorflow_federated" not in sys.modules:
         return
     from tensorflow_federated.python.core.impl.context_stack import (
@@ -120,58 +279,115 @@ def shutdown() -> None:
 
 
 _terminated_by: int | None = None  # the signal that asked this process to end, once one did
+_interrupt_raised = False  # whether that SIGINT's KeyboardInterrupt has been raised
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     global _terminated_by
     _terminated_by = signum
-    raise SystemExit(128 + signum)
+    if not _swallowed_in(frame):
+        raise SystemExit(128 + signum)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT (Ctrl-C): KeyboardInterrupt, as Python's own handler, remembered for
+    `exit_if_terminated`; raised once only (`uv run` passes the terminal's Ctrl-C on, so the
+    process gets two, and the second would interrupt the clean-up)."""
+    global _terminated_by, _interrupt_raised
+    _terminated_by = signum
+    if not _interrupt_raised and not _swallowed_in(frame):
+        _interrupt_raised = True
+        raise KeyboardInterrupt
+
+
+def _swallowed_in(frame) -> bool:
+    """Whether an exception raised in `frame` would only be printed ("Exception ignored in ...",
+    a traceback) and dropped: it runs inside a garbage-collection callback or a `__del__`. The
+    signal is then left to `exit_if_terminated`."""
+    import gc
+
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code in callbacks:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def exit_if_terminated() -> None:
-    """Raise again the SystemExit of a SIGTERM whose handler ran where Python swallows
-    exceptions — inside a garbage-collection callback (jax registers one) or a `__del__`, where
-    it is only printed as "Exception ignored". Long loops call this at each step."""
+    """Raise the SystemExit of a SIGTERM (the KeyboardInterrupt of a SIGINT) that arrived where
+    Python swallows exceptions — inside a garbage-collection callback (jax registers one) or a
+    `__del__`, where it would only be printed as "Exception ignored" — and was left for later,
+    or raised there all the same. Long loops call this at each step."""
+    global _interrupt_raised
+    if _terminated_by == signal.SIGINT:
+        if not _interrupt_raised:
+            _interrupt_raised = True
+            raise KeyboardInterrupt
+        return
     if _terminated_by is not None:
         raise SystemExit(128 + _terminated_by)
 
 
 def configure(max_concurrent_computation_calls: int | None = None) -> None:
-    """Install the sync local C++ context with the settings measured in DESIGN.md (once).
+    """Install the sync local C++ context with the settings measured in DESIGN.md (once), and
+    start its worker.
 
-    The worker reads its thread and malloc settings (`WORKER_ENVIRONMENT`) from the environment
-    when it starts, so they are set just around its start; concurrency is capped at the number of
-    cores (an unlimited value doubled wall time in measurements).
+    The worker gets its thread and malloc settings (`WORKER_ENVIRONMENT`) in its environment;
+    concurrency is capped at the number of cores (an unlimited value doubled wall time in
+    measurements). Call it from the main thread: the worker dies with the thread that starts it.
     """
-    global _configured
+    global _configured, _service
     if _configured:
         return
     import tensorflow_federated as tff
+    from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
 
     cores = max_concurrent_computation_calls or _concurrency or len(os.sched_getaffinity(0))
     _fix_mmap_threshold()
     atexit.unregister(shutdown)
     atexit.register(shutdown)
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    saved = {k: os.environ.get(k) for k in WORKER_ENVIRONMENT}
-    os.environ.update(WORKER_ENVIRONMENT)
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupt)
+    service = _WorkerService(cores)
+    tff_factory = executor_factory.local_cpp_executor_factory
+    executor_factory.local_cpp_executor_factory = functools.partial(_executor_factory, service)
     try:
         # TFF's test context is the native sync local C++ context plus one compiler pass that
         # replaces secure-sum intrinsics (which the local runtime cannot run) by their insecure
         # TensorFlow bodies: simulated secure aggregation for `aggregation.method = "secure"` and
         # `privacy.mechanism = "ddp"`. Computations without secure intrinsics are unchanged.
+        # It is built here around `_executor_factory` (TFF's, with our worker).
         tff.backends.test.set_sync_test_cpp_execution_context(
             max_concurrent_computation_calls=cores
         )
-        _start_worker(tff)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        executor_factory.local_cpp_executor_factory = tff_factory
+    _services.add(service)
+    _service = service
+    service.start()
     _configured = True
+
+
+def _executor_factory(service: _WorkerService, *, default_num_clients: int = 0,
+                      max_concurrent_computation_calls: int = -1, stream_structs: bool = False):
+    """TFF 0.87's `local_cpp_executor_factory`, with the worker of `service` in place of the
+    one its ServiceManager starts (and restarts)."""
+    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+    from tensorflow_federated.python.core.impl.executors import remote_executor
+    from tensorflow_federated.python.core.impl.types import placements
+
+    def stack_fn(cardinalities):
+        if cardinalities.get(placements.CLIENTS) is None:
+            cardinalities[placements.CLIENTS] = default_num_clients
+        executor = remote_executor.RemoteExecutor(service.stub(), stream_structs=stream_structs)
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    return python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
 
 
 def _fix_mmap_threshold() -> None:
@@ -186,23 +402,3 @@ def _fix_mmap_threshold() -> None:
         return
     libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
-
-def _start_worker(tff) -> None:
-    """Run a trivial computation so that the worker starts while the thread settings are set.
-
-    TFF hands the worker our sys.stdout/sys.stderr; it gets /dev/null instead (unless TF logging
-    is wanted), so it never holds a pipe that a reader of our output waits on.
-    """
-    import contextlib
-
-    import tensorflow as tf
-
-    @tff.tensorflow.computation
-    def one():
-        return tf.constant(1)
-
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":  # --verbose: keep the worker's logs
-        one()
-        return
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        one()

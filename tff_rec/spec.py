@@ -60,6 +60,23 @@ def one_of(*allowed: str) -> Callable[[Any], Optional[str]]:
     return check
 
 
+def positive_at_most(limit: int, why: str) -> Callable[[Any], Optional[str]]:
+    """A range check for sizes: 1..limit, the limit explained (bounded before anything allocates)."""
+
+    def check(value: Any) -> Optional[str]:
+        if value < 1:
+            return f"must be positive; allowed: 1 to {limit}"
+        return None if value <= limit else f"must be at most {limit} ({why}); allowed: 1 to {limit}"
+
+    return check
+
+
+# Upper bounds of sizes that would otherwise fail as out-of-memory errors or hours-long loops.
+MAX_ROUNDS = 100_000
+ROUNDS_WHY = "one metrics row and one ε ledger entry per round are kept and computed up front"
+MAX_SEED = 2**63 - 1  # TOML integers are 64-bit: every seed can be written to a study file
+
+
 def positive_int_list(value: Any) -> Optional[str]:
     if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
         return "must be a non-empty list of positive integers"
@@ -106,7 +123,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "algorithm": {
         "name": Field(STR, "fedavg", one_of(*ALGORITHMS)),
-        "rounds": Field(INT, 20, positive),
+        "rounds": Field(INT, 20, positive_at_most(MAX_ROUNDS, ROUNDS_WHY)),
         "clients_per_round": Field(INT, 32, positive),
         "sampling": Field(
             STR, "fixed", one_of("fixed", "poisson", "shuffle"),
@@ -147,7 +164,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "mu": Field(FLOAT, 0.01, non_negative, "proximal strength (0 = FedAvg)", False),
     },
     "algorithm.centralized": {
-        "epochs": Field(INT, 10, positive),
+        "epochs": Field(INT, 10, positive_at_most(MAX_ROUNDS, "one metrics row per epoch")),
         "batch_size": Field(INT, 64, positive),
         "optimizer": Field(STR, "adam", one_of(*KERAS_OPTIMIZERS)),
         "learning_rate": Field(FLOAT, 1e-3, positive),
@@ -207,7 +224,10 @@ class TaskSpec:
             for part in dotted.split("."):
                 node = node.setdefault(part, {})
             values = copy.deepcopy(dict(values))
-            node.update(values.pop("params", {}))  # registry parameters sit beside fixed keys
+            params = values.pop("params", {})
+            if dotted == "privacy" and values.get("target_epsilon") is not None:
+                params.pop("noise_multiplier", None)  # calibrated to the target: not a choice
+            node.update(params)  # registry parameters sit beside fixed keys
             node.update(values)
         return nested
 
@@ -280,14 +300,26 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such task file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory; expected a task or study file (TOML)") from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        line = error.object[:error.start].count(b"\n") + 1
+        raise SpecError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); task and study files are TOML, which must be UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str, flag: str = "--set") -> tuple[str, Any]:
     """Parse `key=value` from the command line; the value is read as TOML, else as a string."""
     if "=" not in text:
-        raise SpecError(f"--set {text!r}: expected key=value, e.g. algorithm.rounds=10")
+        example = {"--set": "algorithm.rounds=10", "--param": "users=500",
+                   "--where": "partition=natural"}.get(flag, "key=value")
+        raise SpecError(f"{flag} {text!r}: expected key=value, e.g. {example}")
     key, raw = text.split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -343,11 +375,18 @@ def _check_param(source: str, key: str, value: Any, default: Any) -> Any:
     return _check_value(source, key, value, Field(expected, default))
 
 
-def _registry_params(section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
+def _registry_params(source: str, section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
     """Allowed parameters (with defaults) of the registry entry a section names."""
     from tff_rec import registries
 
-    return registries.params_for(section, resolved)
+    try:
+        return registries.params_for(section, resolved)
+    except SpecError as error:  # an unknown entry: name the file and the key that chose it
+        message = str(error).split(": ", 1)[-1]
+        key = _entry_label(section, resolved).split(" = ")[0]
+        if not message.startswith(f"{key} "):  # the registry's message may name the key itself
+            message = f"key '{key}': {message}"
+        raise SpecError(f"{source}: {message}") from None
 
 
 def _resolve_section(source: str, section: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -361,7 +400,7 @@ def _resolve_section(source: str, section: str, raw: Mapping[str, Any]) -> dict[
         k: v for k, v in raw.items() if k not in schema and f"{section}.{k}" not in nested
     }
     if section in OPEN_SECTIONS:
-        allowed = _registry_params(section, resolved)
+        allowed = _registry_params(source, section, resolved)
         for key in extra:
             if key not in allowed:
                 raise SpecError(
@@ -391,12 +430,12 @@ def _entry_label(section: str, resolved: Mapping[str, Any]) -> str:
     return f"{section}.{name_key} = {resolved[name_key]!r}"
 
 
-def _sub_table(raw: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:
+def _sub_table(raw: Mapping[str, Any], dotted: str, source: str = "<memory>") -> Mapping[str, Any]:
     node: Any = raw
     for part in dotted.split("."):
         node = node.get(part, {}) if isinstance(node, Mapping) else {}
     if not isinstance(node, Mapping):
-        raise SpecError(f"'{dotted}' must be a table")
+        raise SpecError(f"{source}: key '{dotted}' must be a table ([{dotted}]). Found {node!r}.")
     return node
 
 
@@ -413,15 +452,53 @@ def resolve_task(raw: Mapping[str, Any], source: str = "<memory>") -> TaskSpec:
             raise SpecError(f"{source}: key '{key}' must be a table ([{key}]). Found {value!r}.")
     sections: dict[str, dict[str, Any]] = {}
     for section in SCHEMA:
-        table = _sub_table(raw, section)
+        table = _sub_table(raw, section, source)
         sections[section] = _resolve_section(source, section, table)
     name = raw.get("name", Path(source).stem if source != "<memory>" else "task")
     description = raw.get("description", "")
     for key, value in (("name", name), ("description", description)):
         if not isinstance(value, str):
             raise SpecError(f"{source}: key '{key}' must be a string. Found {value!r}.")
+    if not name.strip():
+        raise SpecError(
+            f"{source}: key 'name' must be a non-empty label (it names the task in tables). "
+            f"Found {name!r}."
+        )
     _cross_checks(source, sections)
+    _check_noise_choice(source, _sub_table(raw, "privacy", source), sections)
     return TaskSpec(name=name, description=description, sections=sections, source=source)
+
+
+# Mechanisms whose noise multiplier sets ε: the task must choose it, or the ε to calibrate it to.
+NOISE_MECHANISMS = ("gaussian", "adaptive", "tree")
+
+
+def _check_noise_choice(source: str, raw: Mapping[str, Any],
+                        sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """Exactly one of privacy.noise_multiplier and privacy.target_epsilon for a noisy mechanism:
+    both would leave one silently ignored, neither a default noise nobody chose. Then the rules
+    on the chosen noise."""
+    from tff_rec import registries
+
+    privacy = sections["privacy"]
+    mechanism = privacy["mechanism"]
+    if mechanism not in NOISE_MECHANISMS:
+        return
+    noise, target = raw.get("noise_multiplier"), privacy["target_epsilon"]
+    if noise is not None and target is not None:
+        raise SpecError(
+            f"{source}: keys 'privacy.noise_multiplier' and 'privacy.target_epsilon' are both set "
+            f"(Found {noise!r} and {target!r}); allowed: one of them. noise_multiplier fixes the "
+            f"noise; target_epsilon calibrates it before training to reach that ε after "
+            f"algorithm.rounds rounds."
+        )
+    if noise is None and target is None:
+        raise SpecError(
+            f"{source}: privacy.mechanism = {mechanism!r} needs its noise: set "
+            f"'privacy.noise_multiplier' (noise stddev / clip, e.g. 1.0) or "
+            f"'privacy.target_epsilon' (the ε the noise is calibrated to). Found neither."
+        )
+    registries.check_adaptive_noise(source, sections)
 
 
 def _cross_checks(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
@@ -439,7 +516,26 @@ def load_task(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) -
         raise SpecError(
             f"{path}: this is a study file ([study] table); run it with `tff-rec study {path}`"
         )
-    return resolve_task(apply_overrides(raw, overrides or {}), source=str(path))
+    task = resolve_task(apply_overrides(raw, overrides or {}), source=str(path))
+    _check_folder_name(str(path), "name", task.name)
+    return task
+
+
+def _check_folder_name(source: str, key: str, name: str) -> None:
+    """A name that becomes a folder (results/<name>/study.json) must stay one folder."""
+    if any(c in name for c in "/\\\0") or name.strip() in ("", ".", ".."):
+        raise SpecError(
+            f"{source}: key '{key}' names the results folder <out>/<name>/; allowed: a non-empty "
+            f"name without '/', '\\' or NUL that is not '.' or '..'. Found {name!r}."
+        )
+
+
+def task_metrics(task: TaskSpec) -> list[str]:
+    """The test metrics a run of `task` records: hr@K, ndcg@K per evaluation.ks, mrr, and their
+    sampled_ versions (ranked against evaluation.num_negatives negatives)."""
+    ks = task["evaluation"]["ks"]
+    full = [f"{name}@{k}" for k in ks for name in ("hr", "ndcg")] + ["mrr"]
+    return full + [f"sampled_{name}" for name in full]
 
 
 STUDY_KEYS = {"name", "seeds", "metrics", "variant", "axis"}
@@ -456,27 +552,63 @@ def load_study(path: Path | str) -> StudySpec:
     for key in study:
         if key not in STUDY_KEYS:
             raise SpecError(f"{source}: unknown key 'study.{key}'; allowed: {', '.join(sorted(STUDY_KEYS))}")
+    name_key = "study.name" if "name" in study else "name"
     name = study.get("name", raw.get("name", path.stem))
+    if not isinstance(name, str):
+        raise SpecError(f"{source}: key '{name_key}' must be a string. Found {name!r}.")
+    _check_folder_name(source, name_key, name)
     seeds = study.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
     ):
-        raise SpecError(f"{source}: key 'study.seeds' must be a non-empty list of integers >= 0. Found {seeds!r}.")
+        raise SpecError(
+            f"{source}: key 'study.seeds' must be a non-empty list of integers from 0 to "
+            f"{MAX_SEED}. Found {seeds!r}."
+        )
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise SpecError(
+            f"{source}: key 'study.seeds' must list distinct seeds (a seed twice is one run counted "
+            f"twice, and a confidence interval from copies). Found {seeds!r}: "
+            f"{', '.join(map(str, repeated))} repeated."
+        )
     metrics = study.get("metrics", ["ndcg@10", "hr@10"])
-    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-        raise SpecError(f"{source}: key 'study.metrics' must be a list of metric names. Found {metrics!r}.")
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise SpecError(
+            f"{source}: key 'study.metrics' must be a non-empty list of metric names. Found {metrics!r}."
+        )
     variants = _listed_variants(source, study) + _grid_variants(source, study)
+    if not variants:
+        raise SpecError(
+            f"{source}: key 'study.variant' is empty and there is no [[study.axis]]: the study has "
+            f"no runs. Found {study.get('variant')!r}; allowed: at least one [[study.variant]] or "
+            f"[[study.axis]] (or neither key, for one 'base' row)."
+        )
     base = {k: v for k, v in raw.items() if k != STUDY_SECTION}
     tasks = []
     for index, variant in enumerate(variants):
-        task_raw = apply_overrides(base, variant.overrides)
-        task_raw["name"] = variant.label
         where = f"study.axis grid point {variant.label!r}" if variant.axes else (
             f"study.variant[{index}], label {variant.label!r}")
+        if not variant.label.strip():
+            key = "label of a study.axis value" if variant.axes else f"study.variant[{index}].label"
+            raise SpecError(f"{source}: key '{key}' must be a non-empty label. Found {variant.label!r}.")
+        try:
+            task_raw = apply_overrides(base, variant.overrides)
+        except SpecError as error:
+            raise SpecError(f"{source} ({where}): {error}") from None
+        task_raw["name"] = variant.label
         tasks.append(resolve_task(task_raw, source=f"{source} ({where})"))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise SpecError(f"{source}: variant labels must be unique. Found {labels}.")
+    for variant, task in zip(variants, tasks):
+        unknown = [m for m in metrics if m not in task_metrics(task)]
+        if unknown:
+            raise SpecError(
+                f"{source}: key 'study.metrics' names {unknown[0]!r}, which variant "
+                f"{variant.label!r} does not record (evaluation.ks = {task['evaluation']['ks']}). "
+                f"Found {metrics!r}; allowed: {', '.join(task_metrics(task))}."
+            )
     return StudySpec(
         name=name, seeds=tuple(seeds), variants=tuple(variants), tasks=tuple(tasks),
         metrics=tuple(metrics), source=source,

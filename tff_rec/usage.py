@@ -53,6 +53,19 @@ def cpu_seconds(pid: Pid) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def cpu_features() -> list[str]:
+    """The CPU's vector-instruction flags (AVX, AVX-512, AMX, FMA, SSE4) from /proc/cpuinfo:
+    TensorFlow picks its kernels by them, so results can differ between CPUs that differ here."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "sse4")) or f == "fma")
+    except OSError:
+        return []
+    return []
+
+
 def cpu_model() -> str | None:
     """The CPU's model name from /proc/cpuinfo."""
     try:

@@ -18,6 +18,8 @@ class Source:
 
     loader: called as ``loader(path, **params)`` when ``needs_path``, else ``loader(**params)``.
     params: every parameter the source accepts, with its default (all are integers).
+    check: ``check(**params)`` → (parameter, what is wrong) or None: range checks a task file's
+      values get at load, before anything is generated or read.
     """
 
     name: str
@@ -25,6 +27,7 @@ class Source:
     needs_path: bool
     description: str
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    check: Optional[Callable[..., Optional[tuple[str, str]]]] = None
 
 
 SOURCES: dict[str, Source] = {
@@ -36,6 +39,10 @@ SOURCES: dict[str, Source] = {
             needs_path=False,
             description="generated log with group tastes and item-to-item transitions",
             params={"seed": 0, **synthetic.DEFAULT_SIZES},
+            check=lambda seed, **sizes: (
+                ("seed", f"must be at least 0, found {seed}") if seed < 0
+                else synthetic.size_problem(**sizes)
+            ),
         ),
         Source(
             "movielens-100k",
@@ -77,6 +84,13 @@ def source_params(name: str) -> dict[str, Any]:
     return dict(get_source(name).params)
 
 
+def param_problem(name: str, params: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """(parameter, what is wrong) for the first out-of-range parameter of dataset ``name``, or
+    None; ``params`` are complete (defaults filled in) and of the right types."""
+    source = get_source(name)
+    return source.check(**params) if source.check is not None else None
+
+
 def load(
     name: str,
     path: Optional[Union[str, Path]] = None,
@@ -93,8 +107,14 @@ def load(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise DataError(f"{name}: parameter {key} must be an integer, found {value!r}")
     arguments = {**source.params, **params}
+    problem = param_problem(name, arguments)
+    if problem is not None:
+        raise DataError(f"{name}: {problem[0]} {problem[1]}")
     if not source.needs_path:
         if path is not None:
             raise DataError(f"{name}: takes no path (it is generated), found {path}")
         return source.loader(**arguments)
-    return source.loader(path, **arguments)
+    interactions = source.loader(path, **arguments)
+    if interactions.events.empty:
+        raise DataError(f"{name}: {path} holds no interactions (an empty file?)")
+    return interactions

@@ -21,6 +21,8 @@ A first-order Markov predictor therefore beats item popularity by a wide margin 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pandas as pd
 
@@ -37,6 +39,12 @@ LENGTH_DISPERSION = 2  # negative-binomial n: smaller means more varied lengths
 START_TIME = 1_600_000_000  # 2020-09-13, seconds; users start within the following year
 YEAR = 365 * 24 * 3600
 MAX_GAP = 3 * 24 * 3600  # largest gap, in seconds, between two interactions of a user
+# Size bounds, checked before anything is allocated (see `size_problem`).
+MAX_USERS = 10_000_000
+MAX_ITEMS = 1_000_000
+MAX_MEAN_LENGTH = 10_000
+MAX_GROUPS = 10_000
+MAX_INTERACTIONS = 100_000_000  # expected events (users × mean_length), 5× MovieLens-20M
 
 
 def generate(
@@ -91,20 +99,49 @@ def generate(
 
 
 def _check_sizes(users: int, items: int, mean_length: int, categories: int, groups: int) -> None:
-    """Integers only; each category needs room for its same-category successors."""
-    limits = {
-        "users": (users, 1, None),
-        "items": (items, SUCCESSORS + 1, None),
-        "mean_length": (mean_length, 3, items),
-        "categories": (categories, 1, items // (SAME_CATEGORY_SUCCESSORS + 1)),
-        "groups": (groups, 1, users),
-    }
-    for name, (value, low, high) in limits.items():
+    """Integers only, within the bounds of `size_problem`."""
+    problem = size_problem(
+        users=users, items=items, mean_length=mean_length, categories=categories, groups=groups
+    )
+    if problem is not None:
+        raise DataError(f"synthetic: {problem[0]} {problem[1]}")
+
+
+def size_problem(**sizes: object) -> Optional[tuple[str, str]]:
+    """(parameter, what is wrong) for the first size out of range, or None when all are fine.
+
+    Each category needs room for its same-category successors. The upper bounds keep the log
+    in memory (every user's sequence, the groups × items taste table) before anything is drawn.
+    """
+    sizes = {**DEFAULT_SIZES, **sizes}
+    for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise DataError(f"synthetic: {name} must be an integer, found {value!r}")
-        if value < low or (high is not None and value > high):
-            bound = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise DataError(f"synthetic: {name} must be {bound}, found {value}")
+            return name, f"must be an integer, found {value!r}"
+    users, items = int(sizes["users"]), int(sizes["items"])
+    limits = {
+        "users": (1, MAX_USERS, "sequences are generated and held in memory"),
+        "items": (SUCCESSORS + 1, MAX_ITEMS, "each item draws its successors from all items"),
+        "mean_length": (3, min(items, MAX_MEAN_LENGTH), f"at most items and {MAX_MEAN_LENGTH}"),
+        "categories": (1, items // (SAME_CATEGORY_SUCCESSORS + 1), "items // 3: room for each "
+                       "category's same-category successors"),
+        "groups": (1, min(users, MAX_GROUPS), f"at most users and {MAX_GROUPS}"),
+    }
+    for name, (low, high, why) in limits.items():
+        value = int(sizes[name])
+        if not low <= value <= high:
+            return name, f"must be between {low} and {high}, found {value} ({why})"
+    expected = users * int(sizes["mean_length"])
+    if expected > MAX_INTERACTIONS:
+        return "users", (
+            f"× mean_length = {users} × {sizes['mean_length']} = {expected} expected interactions; "
+            f"at most {MAX_INTERACTIONS} are allowed (the log is generated in memory)"
+        )
+    if int(sizes["groups"]) * items > MAX_INTERACTIONS:
+        return "groups", (
+            f"× items = {sizes['groups']} × {items} taste weights; at most {MAX_INTERACTIONS} "
+            f"are allowed (the table is held in memory)"
+        )
+    return None
 
 
 def _popularity(rng: np.random.Generator, category: np.ndarray, categories: int) -> np.ndarray:

@@ -65,7 +65,7 @@ class MaskedNextItemLoss(_MaskedLoss):
         return _masked_mean(per_position, labels)
 
 
-def _fingerprint(tensor: tf.Tensor) -> tf.Tensor:
+def fingerprint(tensor: tf.Tensor) -> tf.Tensor:
     """int64 scalar: a hash of the tensor's bytes (no gradient)."""
     flat = tf.reshape(tf.stop_gradient(tensor), [1, -1])
     return tf.bitcast(tf.fingerprint(flat), tf.int64)[0]
@@ -115,7 +115,7 @@ class SampledSoftmaxLoss(_MaskedLoss):
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         labels = tf.cast(y_true, tf.int32)
         hidden = tf.cast(y_pred, tf.float32)
-        seed = tf.stack([_fingerprint(hidden), _fingerprint(labels)])
+        seed = tf.stack([fingerprint(hidden), fingerprint(labels)])
         negatives = sample_items(self.num_items, self.num_sampled, seed)
         positive = tf.reduce_sum(hidden * self.item_vectors(labels), axis=-1)  # [batch, L]
         negative = tf.einsum("bld,sd->bls", hidden, self.item_vectors(negatives))

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tff_rec.models.base import CommonHParams, ItemSequenceModel
 from tff_rec.models.bert4rec import BERT4Rec, BERT4RecHParams
+from tff_rec.models.dropout import make_dropout_stateless
 from tff_rec.models.examples import EXAMPLES
 from tff_rec.models.gru4rec import GRU4Rec, GRU4RecHParams
 from tff_rec.models.losses import LOSSES
@@ -74,6 +75,7 @@ def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> Item
     tf.keras.utils.set_random_seed(seed)
     model = _entry(name).build(num_items, config)
     model(tf.zeros([1, config.max_len], tf.int32))
+    make_dropout_stateless(model)  # after the call: attention builds its dropout layers then
     return model
 
 

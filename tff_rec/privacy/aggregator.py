@@ -45,32 +45,34 @@ class StateLayout:
     def of(cls, state: Any) -> "StateLayout":
         return cls(tf.nest.map_structure(lambda leaf: tf.TensorSpec.from_tensor(tf.convert_to_tensor(leaf)), state))
 
-    @property
-    def dtypes(self) -> list[tf.DType]:
-        return sorted({spec.dtype for spec in tf.nest.flatten(self.structure)}, key=lambda d: d.name)
+    def _groups(self) -> list[tuple[tf.DType, list[int], list[int]]]:
+        """Per dtype, ordered by name: (dtype, indices of its leaves in flatten order, their sizes)."""
+        specs = tf.nest.flatten(self.structure)
+        return [
+            (dtype, members, [int(np.prod(specs[i].shape)) for i in members])
+            for dtype in sorted({spec.dtype for spec in specs}, key=lambda d: d.name)
+            for members in [[i for i, spec in enumerate(specs) if spec.dtype == dtype]]
+        ]
 
     def pack(self, state: Any) -> tuple[tf.Tensor, ...]:
         tf.nest.assert_same_structure(self.structure, state)
         leaves = [tf.convert_to_tensor(leaf) for leaf in tf.nest.flatten(state)]
         return tuple(
-            tf.concat([tf.reshape(leaf, [-1]) for leaf in leaves if leaf.dtype == dtype], axis=0)
-            for dtype in self.dtypes
+            tf.concat([tf.reshape(leaves[i], [-1]) for i in members], axis=0)
+            for _, members, _ in self._groups()
         )
 
     def unpack(self, packed: Any) -> Any:
         specs = tf.nest.flatten(self.structure)
         leaves: list[Any] = [None] * len(specs)
-        for dtype, vector in zip(self.dtypes, packed):
-            members = [i for i, spec in enumerate(specs) if spec.dtype == dtype]
-            sizes = [int(np.prod(specs[i].shape)) for i in members]
+        for (_, members, sizes), vector in zip(self._groups(), packed):
             for i, part in zip(members, tf.split(tf.convert_to_tensor(vector), sizes)):
                 leaves[i] = tf.reshape(part, specs[i].shape)
         return tf.nest.pack_sequence_as(self.structure, leaves)
 
     def check(self, packed: Any) -> None:
         """Raise ValueError unless `packed` (numpy or tensors) has this layout's dtypes and sizes."""
-        specs = tf.nest.flatten(self.structure)
-        expected = [(d.name, sum(int(np.prod(s.shape)) for s in specs if s.dtype == d)) for d in self.dtypes]
+        expected = [(dtype.name, sum(sizes)) for dtype, _, sizes in self._groups()]
         found = [(tf.as_dtype(np.asarray(v).dtype).name, int(np.asarray(v).size)) for v in packed]
         if found != expected:
             raise ValueError(

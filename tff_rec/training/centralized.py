@@ -1,12 +1,22 @@
-"""The centralized reference: the same Keras model trained on the pooled training data."""
+"""The centralized reference: the same Keras model trained on the pooled training data.
+
+Each epoch visits the users in an order drawn from (task seed, epoch); every `run.checkpoint_every`
+epochs the model's and the optimizer's variables are checkpointed (`checkpoints`), and a re-run
+resumes from the last usable checkpoint with the metrics of an uninterrupted run.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tff_rec import algorithms, models, seeds
+from tff_rec import algorithms, models, runtime, seeds
 from tff_rec.evaluation import score_last_position
+from tff_rec.training import checkpoints
 from tff_rec.training.context import Outcome, RunContext, initial_model
+
+STATE_FILE = "state.npz"
 
 
 def train_centralized(context: RunContext) -> Outcome:
@@ -19,17 +29,23 @@ def train_centralized(context: RunContext) -> Outcome:
         optimizer=algorithms.KERAS_OPTIMIZERS[config["optimizer"]](config["learning_rate"]),
         loss=models.training_loss(model),
     )
+    # Built now rather than at the first step, so that a checkpoint can restore its variables.
+    model.optimizer.build(model.trainable_variables)
     users = np.flatnonzero((data.train_targets > 0).any(axis=1))
     inputs, targets = data.train_inputs[users], data.train_targets[users]
-    order_rng = np.random.default_rng(seeds.derive(context.seed, "centralized"))
     batch_size = config["batch_size"]
     every = task["evaluation"]["every"]
 
     def score_fn(batch: np.ndarray) -> np.ndarray:
         return score_last_position(model, batch, task["evaluation"]["batch_size"])
 
-    for epoch in range(1, config["epochs"] + 1):
-        order = order_rng.permutation(len(users))
+    saved = _checkpoints(context, model)
+    _, start, rows = saved.load()  # restores the variables in place
+    for row in rows:
+        context.report(row, resumed=True)
+    for epoch in range(start + 1, config["epochs"] + 1):
+        runtime.exit_if_terminated()  # a signal swallowed in a gc callback or __del__ lands here
+        order = seeds.round_rng(context.seed, "centralized", epoch).permutation(len(users))
         history = model.fit(
             inputs[order], targets[order], batch_size=batch_size, epochs=1,
             shuffle=False, verbose=0,
@@ -39,4 +55,33 @@ def train_centralized(context: RunContext) -> Outcome:
             metrics = context.evaluate(score_fn, "validation", epoch)
             row.update({f"val_{k}": v for k, v in metrics.items()})
         context.report(row)
+        if epoch % task["run"]["checkpoint_every"] == 0:
+            saved.save(None, epoch, context.completed_rows)
     return Outcome(score_fn=score_fn)
+
+
+def _variables(model: tf.keras.Model) -> list[tf.Variable]:
+    """Everything training changes: the model's weights and the optimizer's step and slots."""
+    return list(model.weights) + list(model.optimizer.variables)
+
+
+def _checkpoints(context: RunContext, model: tf.keras.Model) -> checkpoints.Checkpoints:
+    """The run's checkpoints: the model's and optimizer's variables in one .npz file."""
+
+    def write(state, folder: Path, epoch: int) -> None:
+        folder.mkdir(parents=True)
+        with open(folder / STATE_FILE, "wb") as stream:
+            np.savez(stream, *[variable.numpy() for variable in _variables(model)])
+
+    def read(folder: Path, epoch: int) -> None:
+        variables = _variables(model)
+        with np.load(folder / STATE_FILE, allow_pickle=False) as stored:
+            values = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        if len(values) != len(variables) or any(
+                value.shape != tuple(variable.shape) or value.dtype != variable.dtype.as_numpy_dtype
+                for value, variable in zip(values, variables)):
+            raise ValueError(f"{folder / STATE_FILE} does not hold this model's variables")
+        for variable, value in zip(variables, values):  # all checked first: all or nothing
+            variable.assign(value)
+
+    return checkpoints.Checkpoints(context.run_dir, write, read)

@@ -3,8 +3,9 @@
 Each round samples a cohort (fixed-size without replacement, Poisson, or consecutive blocks of a
 shuffled pass for DP-FTRL), runs one `next` of the learning process, and records the training
 loss and — for DP runs — ε after that round from the analysis that matches the sampler. Every `run.checkpoint_every` rounds the
-learning-process state is saved with `tff.program.FileProgramStateManager`; a re-run resumes
-from the last one and replays nothing.
+learning-process state is saved with `tff.program.FileProgramStateManager` (`checkpoints`); a
+re-run resumes from the last usable one and replays nothing. A TFF worker that dies under a round
+fails the run (`runtime.WorkerDied`, naming the round).
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from tff_rec import aggregation, communication, record, runtime, seeds
+from tff_rec import aggregation, communication, faults, runtime, seeds
 from tff_rec.evaluation import score_last_position
 from tff_rec.partition import heterogeneity, partition
 from tff_rec.partition import store as partition_store
 from tff_rec.privacy import accounting, mechanisms
-from tff_rec.training import processes
+from tff_rec.training import cardinality, checkpoints, processes
 from tff_rec.training.context import Outcome, RunContext, initial_model
 
 
@@ -152,6 +153,11 @@ def sample_cohort(client_ids: list[str], task_seed: int, round_number: int, size
     return [client_ids[i] for i in chosen]
 
 
+def cohort_sizes(population: int, task_seed: int, rounds: int, size: int, sampling: str) -> list[int]:
+    """The cohort size of every round of a run, round 1 first (the samplers are seeded)."""
+    return [len(SAMPLERS[sampling](population, task_seed, r, size)) for r in range(1, rounds + 1)]
+
+
 def current_clip(aggregator_state: Any) -> Optional[float]:
     """The L2 clip a DP aggregator will apply next (it moves under adaptive clipping).
 
@@ -183,7 +189,8 @@ _CLIENT_DATA: dict[str, tff.simulation.datasets.ClientData] = {}
 def _client_data(client_split, data, cache_dir, key: str) -> tff.simulation.datasets.ClientData:
     """The partition's clients, read once per process from their SQLite store (built if needed)."""
     if key not in _CLIENT_DATA:
-        path = partition_store.ensure_database(client_split, *data.user_examples(), cache_dir, key)
+        with faults.writing(cache_dir / f"{key}.sqlite"):
+            path = partition_store.ensure_database(client_split, *data.user_examples(), cache_dir, key)
         _CLIENT_DATA.clear()  # keep one partition in memory at a time
         _CLIENT_DATA[key] = partition_store.load_in_memory(path, data.max_len)
     return _CLIENT_DATA[key]
@@ -236,14 +243,16 @@ def train_federated(context: RunContext) -> Outcome:
     built = processes.get(task, data.num_items, plan, context.seed)
     process, traffic = built.process, built.traffic
     read_aggregator = processes.aggregator_reader(plan)
+    # Rounds at a few fixed cardinalities: the TFF worker keeps an executor per cohort size.
+    run_next = cardinality.padded_next(process, cohort_sizes(
+        len(client_ids), context.seed, algorithm["rounds"], algorithm["clients_per_round"],
+        algorithm["sampling"]))
     keras_model = initial_model(context)
     state = processes.initial_state(
         process, task, plan, context.seed, tff.learning.models.ModelWeights.from_model(keras_model)
     )
-    manager = tff.program.FileProgramStateManager(
-        str(context.run_dir / record.CHECKPOINTS), keep_total=1, keep_first=False
-    )
-    state, start = _resume(manager, state, context)
+    saved = _checkpoints(context, structure=state)
+    state, start = _resume(saved, state, context)
     client = task["algorithm.client"]
     every = task["evaluation"]["every"]
 
@@ -267,8 +276,12 @@ def train_federated(context: RunContext) -> Outcome:
             if clip is not None:
                 row["clip"] = clip
         if cohort:  # Poisson sampling can draw no one; the round's ε is still charged
-            result = process.next(state, processes.client_arguments(
-                client_data, cohort, client["batch_size"], client["local_epochs"]))
+            try:
+                result = run_next(state, processes.client_arguments(
+                    client_data, cohort, client["batch_size"], client["local_epochs"]))
+            except Exception:
+                runtime.check_worker(f"during round {round_number}")  # the cause, if it was that
+                raise
             state = result.state
             row["loss"] = float(result.metrics["client_work"]["train"]["loss"])
         row["bytes_down"], row["bytes_up"] = traffic.round_bytes(len(cohort))
@@ -279,7 +292,7 @@ def train_federated(context: RunContext) -> Outcome:
             row.update({f"val_{k}": v for k, v in metrics.items()})
         context.report(row)
         if round_number % task["run"]["checkpoint_every"] == 0:
-            _checkpoint(manager, state, round_number, context)
+            _checkpoint(saved, state, round_number, context)
     sync_model()
     return Outcome(
         score_fn=score_fn,
@@ -293,22 +306,33 @@ def train_federated(context: RunContext) -> Outcome:
     )
 
 
-def _checkpoint(manager, state, round_number: int, context: RunContext) -> None:
-    """Save the process state and the metrics rows so far (rows first: a state never outruns them)."""
-    record.write_json(context.run_dir / record.CHECKPOINTS / record.CHECKPOINT_ROWS, context.completed_rows)
-    asyncio.run(manager.save(state, round_number))
+def _checkpoints(context: RunContext, structure) -> checkpoints.Checkpoints:
+    """The run's checkpoints, each a `tff.program.FileProgramStateManager` version."""
+
+    def write(state, folder, version: int) -> None:
+        manager = tff.program.FileProgramStateManager(str(folder.parent), prefix=checkpoints.PREFIX)
+        asyncio.run(manager.save(state, version))
+
+    def read(folder, version: int):
+        manager = tff.program.FileProgramStateManager(str(folder.parent), prefix=checkpoints.PREFIX)
+        return asyncio.run(manager.load(version, structure))
+
+    return checkpoints.Checkpoints(context.run_dir, write, read)
+
+
+def _checkpoint(saved: checkpoints.Checkpoints, state, round_number: int, context: RunContext) -> None:
+    """Save the process state with the metrics rows so far."""
+    saved.save(state, round_number, context.completed_rows)
     # The SavedModel written by the save traces a function whose graph sits in reference cycles
     # until a full collection, which CPython runs rarely: ~15 MB per checkpoint stayed resident.
     gc.collect()
 
 
-def _resume(manager, state, context: RunContext):
-    """Load the latest checkpoint, if any, with the rows recorded up to it."""
-    loaded, version = asyncio.run(manager.load_latest(state))
+def _resume(saved: checkpoints.Checkpoints, state, context: RunContext):
+    """Load the latest usable checkpoint, if any, with the rows recorded up to it."""
+    loaded, version, rows = saved.load()
     if loaded is None:
         return state, 0
-    rows = record.read_rows(context.run_dir / record.CHECKPOINTS / record.CHECKPOINT_ROWS)
     for row in rows:
-        if row["round"] <= version:
-            context.report(row, resumed=True)
+        context.report(row, resumed=True)
     return loaded, version

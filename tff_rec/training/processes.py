@@ -1,6 +1,6 @@
 """Learning processes, built once per Python process and shared by every run they can serve.
 
-Building a process costs seconds (DESIGN.md, Performance notes). Runs that differ only in values
+Building a process costs seconds (ARCHITECTURE.md, Performance notes). Runs that differ only in values
 the process keeps in its state share one build, and each run starts from its own state:
 - optimizer hyperparameters (learning rates, momentum, Adam's and Yogi's betas and ε, FedProx's
   mu) go in through TFF's `process.set_hparams`, where the process exposes them
