@@ -4,7 +4,7 @@ Two copies of one tiny run start at the same time while two busy loops keep both
 their metrics.csv (less the wall-time and memory columns) and summary metrics must be identical.
 Before the fix, concurrent client computations in the TFF worker drew dropout masks from shared
 RNG state and the copies differed. (`--jobs`: tests/test_end_to_end.py's parallel-study test;
-kill and resume: its resume test and tests/test_faults.py.)
+kill and resume: tests/test_faults.py.)
 """
 from __future__ import annotations
 

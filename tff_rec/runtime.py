@@ -70,6 +70,7 @@ class _WorkerService:
         self._stub = None
         self._channel = None
         self._closed = False
+        self.executors = None  # TFF's ResourceManagingExecutorFactory of this worker's context
 
     def start(self) -> None:
         with self._lock:
@@ -100,6 +101,8 @@ class _WorkerService:
             self._closed = self._closed or close
             process, self._process, self._stub = self._process, None, None
             channel, self._channel = self._channel, None
+            if self.executors is not None:  # they hold the stopped worker's stub and executor ids
+                self.executors._executors.clear()
         if channel is not None:
             channel.close()
         if process is not None and process.poll() is None:
@@ -387,7 +390,8 @@ def _executor_factory(service: _WorkerService, *, default_num_clients: int = 0,
         executor.set_cardinalities(cardinalities)
         return executor
 
-    return python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+    service.executors = python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+    return service.executors
 
 
 def _fix_mmap_threshold() -> None:

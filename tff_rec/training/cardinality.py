@@ -1,23 +1,27 @@
 """Rounds of varying cohort size at a few fixed CLIENTS cardinalities, results unchanged bit for bit.
 
 TFF 0.87's worker builds a whole executor stack for every CLIENTS cardinality it is asked for (its
-`ExecutorService` keys executors by cardinalities; each stack has its own `TensorFlowExecutor`,
-whose sessions hold every TensorFlow computation of the round) and keeps it until the worker ends:
-TFF's driver-side `ResourceManagingExecutorFactory` drops executors from its LRU cache without
-disposing of them on the worker. Under Poisson sampling every round's cohort size is new for a
-while: on SASRec (d = 50, 1,682 items) each new size cost the worker ~35 MB and ~0.35 s (most of
-it Grappler optimizing the function graphs of fresh sessions); 40 Poisson rounds of about 32
-clients grew it from 177 to 810 MB, with ~40 sizes to go (README, "Memory over a long run").
+`ExecutorService` keys executors by their cardinalities; each stack has its own
+`TensorFlowExecutor`, whose sessions hold every TensorFlow computation of the round) and keeps it
+until the worker ends. TFF's driver keeps its executors in an LRU cache of 10
+(`ResourceManagingExecutorFactory`) and drops the oldest without disposing of it on the worker, so
+the values it had not yet disposed of (it sends disposals in batches of 20) stay there too. Under
+Poisson sampling the cohort size changes every round, and both grew the worker without end: on
+SASRec (d = 50, 1,680 items, cohorts of ~32 out of 942) each new size cost ~35 MB (and ~0.1-0.35 s
+once, mostly Grappler on the fresh sessions' function graphs), and a size that came back after
+more than 10 others cost a few MB of stranded values; over 500 rounds (31 sizes) the worker grew
+from 873 MB at round 50 to 3,223 MB at round 500 (README, "Memory over a long run").
 
 So a run whose cohort sizes vary runs each round at one of at most `MOST` cardinalities: the
 smallest one at least its cohort size, chosen from the run's whole schedule of sizes (the sampler
-is seeded, so it is known before round 1) to minimize padding. The cohort is padded with empty
-clients and `masked_next` runs the learning process with every `federated_aggregate` masked:
-a padding client's accumulate step returns the accumulator unchanged. TFF's federating executor
-folds `accumulate` over the clients one after another, in order (the `merge` function is unused),
-so the real clients are summed exactly as before and the padding clients add nothing, not even a
--0.0: state, metrics and DP noise are bit-identical (tests/test_cardinality.py). Padding clients
-still run their (empty) local training: ~2.8 ms each against ~6 ms for a one-example client.
+is seeded, so it is known before round 1) to minimize padding. A cohort smaller than its
+cardinality is padded with empty clients and runs `masked_next`: the learning process with every
+`federated_aggregate` masked, so that a padding client's accumulate step returns the accumulator
+unchanged. TFF's federating executor folds `accumulate` over the clients one after another, in
+order (the `merge` function is unused), so the real clients are summed exactly as before and the
+padding clients add nothing, not even a -0.0: state, metrics and DP noise are bit-identical
+(tests/test_cardinality.py). A padding client still runs its (empty) local training: ~2.8 ms,
+against ~6 ms for a one-example client; a cohort that fills its cardinality runs `process.next`.
 """
 from __future__ import annotations
 
@@ -39,9 +43,13 @@ from tensorflow_federated.python.core.impl.compiler import (
 )
 from tensorflow_federated.python.core.impl.computation import computation_impl
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
 from tensorflow_federated.python.core.impl.types import computation_types, placements
 
 MOST = 6  # cardinalities (worker executor stacks) a run uses at most
+# With the one of the computations without clients (CLIENTS = 0), they must fit in TFF's driver-side
+# cache of executors, or evicted ones would strand values on the worker again.
+assert MOST + 1 <= python_executor_stacks._EXECUTOR_CACHE_SIZE
 SETTLED_BY = 20  # a cardinality first needed after this round is merged into the next larger one
 
 # Intrinsics a maskable round may contain besides federated_aggregate: none of them reduces over
@@ -123,6 +131,8 @@ def padded_next(process: tff.learning.templates.LearningProcess,
 
     def run(state: Any, arguments: list) -> Any:
         real = len(arguments)
+        if cardinalities[real] == real:  # nothing to mask: the same executor, without the selects
+            return process.next(state, arguments)
         padding = [_empty_like(arguments[0])] * (cardinalities[real] - real)
         return masked(state, list(arguments) + padding, [True] * real + [False] * len(padding))
 
@@ -210,9 +220,9 @@ def _masked_accumulate(
         accumulator, (value, keep) = arg[0], (arg[1][0], arg[1][1])
         summed = inner(accumulator, value)
         if not isinstance(accumulator, tff.structure.Struct):
-            return tf.where(keep, summed, accumulator)
+            return tf.raw_ops.Select(condition=keep, x=summed, y=accumulator)
         summed = tff.structure.from_container(summed, recursive=True)  # a Python container
-        leaves = [tf.where(keep, new, old) for new, old in zip(
+        leaves = [tf.raw_ops.Select(condition=keep, x=new, y=old) for new, old in zip(
             tff.structure.flatten(summed), tff.structure.flatten(accumulator))]
         return tff.structure.pack_sequence_as(accumulator, leaves)
 
