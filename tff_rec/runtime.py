@@ -33,7 +33,7 @@ MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 # Read by the worker when it starts: its environment is ours plus these.
 WORKER_ENVIRONMENT = {
-    # one intra- and one inter-op thread per computation (DESIGN.md, Performance notes)
+    # one intra- and one inter-op thread per computation (ARCHITECTURE.md, Performance notes)
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
     # one glibc malloc arena: with the default (8 per core) the worker's freed memory stayed
@@ -333,7 +333,7 @@ def exit_if_terminated() -> None:
 
 
 def configure(max_concurrent_computation_calls: int | None = None) -> None:
-    """Install the sync local C++ context with the settings measured in DESIGN.md (once), and
+    """Install the sync local C++ context with the settings measured in ARCHITECTURE.md, Performance notes (once), and
     start its worker.
 
     The worker gets its thread and malloc settings (`WORKER_ENVIRONMENT`) in its environment;

@@ -191,7 +191,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         ),
     },
     "run": {
-        "checkpoint_every": Field(INT, 5, positive, "save a TFF program-state checkpoint every N rounds"),
+        "checkpoint_every": Field(INT, 5, positive, "checkpoint every N rounds (centralized: epochs); a re-run resumes from the last one"),
     },
 }
 
