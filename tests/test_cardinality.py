@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rec import algorithms, models, runtime
+from tff_rec import aggregation, algorithms, models, runtime
 from tff_rec.privacy import mechanisms
 from tff_rec.training import cardinality, processes
 
@@ -64,13 +64,13 @@ def model_fn():
     return build
 
 
-def build(algorithm="fedavg", mechanism=None, mu=0.0, **privacy):
+def build(algorithm="fedavg", mechanism=None, mu=0.0, uplink="plain", **privacy):
     aggregator = None
     if mechanism is not None:
         aggregator = mechanisms.build_aggregator(mechanism, clients_per_round=3, noise_seed=5, **privacy)
     process = algorithms.build_process(algorithms.FederatedSetup(
         model_fn=model_fn(), client=CLIENT, server=SERVER, aggregator=aggregator, algorithm=algorithm,
-        params={"mu": mu},
+        params={"mu": mu}, uplink=aggregation.uplink(uplink, {}),
     ))
     return processes.taking_arrays(process, MAX_LEN)
 
@@ -149,5 +149,5 @@ def test_every_algorithm_and_mechanism_of_the_suite_can_be_masked():
     """A round that could not be masked would quietly run unpadded (one executor per size)."""
     for config in [{"algorithm": "fedprox", "mu": 0.1}, {"algorithm": "fedsgd"}, {"algorithm": "mime_lite"},
                    {"mechanism": "gaussian", "clip": 1.0, "noise_multiplier": 1.0},
-                   {"mechanism": "clip", "clip": 1.0}]:
+                   {"mechanism": "clip", "clip": 1.0}, {"uplink": "secure"}, {"uplink": "compression"}]:
         assert cardinality.masked_next(build(**config).next) is not None, config

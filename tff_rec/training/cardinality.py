@@ -20,8 +20,9 @@ cardinality is padded with empty clients and runs `masked_next`: the learning pr
 unchanged. TFF's federating executor folds `accumulate` over the clients one after another, in
 order (the `merge` function is unused), so the real clients are summed exactly as before and the
 padding clients add nothing, not even a -0.0: state, metrics and DP noise are bit-identical
-(tests/test_cardinality.py). A padding client still runs its (empty) local training: ~2.8 ms,
-against ~6 ms for a one-example client; a cohort that fills its cardinality runs `process.next`.
+(tests/test_cardinality.py). A padding client still runs its (empty) local training, at about
+the cost of a one-example client; a cohort that fills its cardinality runs `process.next`. Fixed
+and shuffled cohorts have one size: their rounds run `process.next` as before.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+from tensorflow_federated.python.core.backends.mapreduce import compiler as mapreduce_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
 from tensorflow_federated.python.core.environments.tensorflow_backend import (
     tensorflow_tree_transformations,
@@ -89,25 +91,23 @@ def plan(sizes: Sequence[int], most: int = MOST, settled_by: int = SETTLED_BY) -
 
 def _fewest_pads(values: np.ndarray, counts: np.ndarray, most: int) -> list[int]:
     """The largest sizes of at most `most` ranges of `values` (sorted, with `counts`) that need
-    the fewest padding clients."""
+    the fewest padding clients (ties: the fewer ranges, then the earlier cut)."""
     n = len(values)
     count = np.concatenate([[0], np.cumsum(counts)])
     total = np.concatenate([[0], np.cumsum(counts * values)])
-
-    def pads(i: int, j: int) -> int:  # sizes values[i..j] padded to values[j]
-        return int((count[j + 1] - count[i]) * values[j] - (total[j + 1] - total[i]))
-
-    best = [pads(0, j) for j in range(n)]  # best[j]: sizes up to values[j] in the ranges so far
-    cuts: list[list[int]] = [[j] for j in range(n)]
+    # pads[i, j]: the sizes values[i..j] padded to values[j] (i <= j)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    pads = (count[j + 1] - count[i]) * values[j] - (total[j + 1] - total[i])
+    best = pads[0].copy()  # best[j]: the fewest pads for the sizes up to values[j], ranges so far
+    cuts: list[list[int]] = [[k] for k in range(n)]
     for _ in range(min(most, n) - 1):
-        new_best, new_cuts = list(best), [list(c) for c in cuts]
-        for j in range(n):
-            for i in range(j):
-                cost = best[i] + pads(i + 1, j)
-                if cost < new_best[j]:
-                    new_best[j], new_cuts[j] = cost, cuts[i] + [j]
-        best, cuts = new_best, new_cuts
-    return [int(values[j]) for j in cuts[n - 1]]
+        # one more range, values[k + 1..j], after the best split of values[..k]
+        options = np.where(i < j, best[:, None] + np.roll(pads, -1, axis=0), np.iinfo(np.int64).max)
+        previous = np.argmin(options, axis=0)
+        better = options[previous, np.arange(n)] < best
+        cuts = [cuts[previous[k]] + [k] if better[k] else cuts[k] for k in range(n)]
+        best = np.where(better, options[previous, np.arange(n)], best)
+    return [int(values[k]) for k in cuts[n - 1]]
 
 
 _MASKED: "weakref.WeakKeyDictionary[Any, Optional[computation_impl.ConcreteComputation]]" = (
@@ -131,9 +131,10 @@ def padded_next(process: tff.learning.templates.LearningProcess,
 
     def run(state: Any, arguments: list) -> Any:
         real = len(arguments)
-        if cardinalities[real] == real:  # nothing to mask: the same executor, without the selects
+        cardinality = cardinalities.get(real, real)  # (a size off the schedule runs as it is)
+        if cardinality == real:  # nothing to mask: the same executor, without the masking
             return process.next(state, arguments)
-        padding = [_empty_like(arguments[0])] * (cardinalities[real] - real)
+        padding = [_empty_like(arguments[0])] * (cardinality - real)
         return masked(state, list(arguments) + padding, [True] * real + [False] * len(padding))
 
     return run
@@ -181,6 +182,11 @@ def masked_next(next_fn: tff.Computation) -> Optional[computation_impl.ConcreteC
     for name, value in cdf.result.locals:
         if _calls(value, intrinsic_defs.FEDERATED_AGGREGATE.uri):
             client_values, zero, accumulate, merge, report = value.argument
+            if isinstance(accumulate, building_blocks.Lambda):  # e.g. in the compression uplink
+                try:
+                    accumulate = mapreduce_compiler.compile_local_computation_to_tensorflow(accumulate)
+                except (TypeError, ValueError):
+                    return None
             if not isinstance(accumulate, building_blocks.CompiledComputation):
                 return None
             value = building_block_factory.create_federated_aggregate(
