@@ -1,6 +1,7 @@
 """Ranking metrics, negative sampling and the leave-one-out protocol, with hand-computed numbers."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tff_rec import evaluation as ev
-from tff_rec import models
+from tff_rec import models, results
+from tff_rec.prepare import prepare
 from tff_rec.data.types import LeaveOneOutSplit, SequenceData
 
 # Items 1..5 score 0.1, 0.5, 0.3, 0.9, 0.2; the padding column 0 scores highest and must not count.
@@ -183,7 +185,7 @@ def test_validation_inputs() -> None:
     assert users.tolist() == [0, 2]
     assert inputs.tolist() == [[2, 3], [5, 2]] and inputs.dtype == np.int32
     assert targets.tolist() == [4, 6]
-    assert [e.tolist() for e in exclude] == [[1, 2, 3], [2, 5]]
+    assert [sorted(set(e.tolist())) for e in exclude] == [[1, 2, 3], [2, 5]]
 
 
 def test_test_inputs_append_the_validation_item_and_keep_the_target() -> None:
@@ -191,7 +193,7 @@ def test_test_inputs_append_the_validation_item_and_keep_the_target() -> None:
     users, inputs, targets, exclude = ev.evaluation_inputs(_split(), "test", max_len=3)
     assert inputs.tolist() == [[2, 3, 4], [5, 2, 6]]
     assert targets.tolist() == [5, 2]
-    assert [e.tolist() for e in exclude] == [[1, 2, 3, 4], [5, 6]]
+    assert [sorted(set(e.tolist())) for e in exclude] == [[1, 2, 3, 4], [5, 6]]
 
 
 def test_popularity_scores_count_training_items() -> None:
@@ -235,3 +237,228 @@ def test_score_last_position_matches_the_model() -> None:
     expected = model(inputs, training=False).numpy()[:, -1, :]
     assert scores.shape == (3, 10)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- at scale
+
+
+def _random_split(users: int, num_items: int, seed: int = 0) -> LeaveOneOutSplit:
+    """Random sequences of 1..25 items (some users too short to evaluate), repeats included."""
+    from tff_rec.data import leave_one_out
+
+    rng = np.random.default_rng(seed)
+    sequences = tuple(
+        rng.integers(1, num_items + 1, size=rng.integers(1, 26)).astype(np.int32)
+        for _ in range(users)
+    )
+    data = SequenceData(
+        users=tuple(map(str, range(users))), sequences=sequences, num_items=num_items,
+        item_ids=tuple(map(str, range(num_items))),
+    )
+    return leave_one_out(data)
+
+
+def _embedding_scores(num_items: int, seed: int = 1):
+    """A numpy 'model': the last input item's embedding dotted with every item's, float32."""
+    table = np.random.default_rng(seed).normal(size=(num_items + 2, 8)).astype(np.float32)
+
+    def score_fn(inputs: np.ndarray) -> np.ndarray:
+        return table[inputs[:, -1]] @ table[: num_items + 1].T
+
+    return score_fn
+
+
+def _per_user_inputs(split: LeaveOneOutSplit, stage: str, max_len: int):
+    """The protocol as first written, one user at a time (the vectorized version must match)."""
+    users = split.evaluation_users()
+    histories, targets = [], []
+    for u in users:
+        if stage == "validation":
+            history, target = split.train[u], int(split.validation[u])
+        else:
+            history = np.append(split.train[u], split.validation[u]).astype(np.int32)
+            target = int(split.test[u])
+        histories.append(history)
+        targets.append(target)
+    exclude = [np.setdiff1d(h, [t]) for h, t in zip(histories, targets)]
+    return users, histories, np.array(targets), exclude
+
+
+@pytest.mark.parametrize("stage", ["validation", "test"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_vectorized_inputs_match_the_per_user_protocol(stage: str, masked: bool) -> None:
+    split = _random_split(300, 40)
+    builder = (
+        (lambda h, length: models.masked_history_inputs(h, length, 40)) if masked else models.left_pad
+    )
+    users, inputs, targets, exclude = ev.evaluation_inputs(split, stage, 6, builder)
+    expected_users, histories, expected_targets, expected_exclude = _per_user_inputs(split, stage, 6)
+    assert users.tolist() == expected_users.tolist() and len(users) > 200
+    assert targets.tolist() == expected_targets.tolist()
+    np.testing.assert_array_equal(inputs, builder(histories, 6))
+    assert isinstance(exclude, ev.Exclusions) and len(exclude) == len(users)
+    assert [np.unique(e).tolist() for e in exclude] == [e.tolist() for e in expected_exclude]
+    np.testing.assert_array_equal(
+        ev.candidate_mask(41, targets, exclude), ev.candidate_mask(41, targets, expected_exclude)
+    )
+
+
+def test_exclusions_slice_and_validate() -> None:
+    exclude = ev.Exclusions.from_arrays([np.array([1, 2]), np.array([], np.int64), np.array([3])])
+    assert len(exclude) == 3 and exclude[2].tolist() == [3] and exclude[-3].tolist() == [1, 2]
+    tail = exclude[1:]
+    assert len(tail) == 2 and tail.offsets.tolist() == [0, 0, 1] and tail[1].tolist() == [3]
+    assert len(exclude[5:]) == 0
+    with pytest.raises(IndexError):
+        exclude[3]
+    with pytest.raises(ValueError, match="offsets"):
+        ev.Exclusions(np.array([1, 2]), np.array([0, 3]))
+    with pytest.raises(ValueError, match="offsets"):
+        ev.Exclusions(np.array([1, 2]), np.array([1, 2]))
+
+
+def test_batch_rows_follow_the_memory_cap() -> None:
+    assert ev.batch_rows(301, batch_size=512) == 512  # small catalogue: batch_size decides
+    # Games (23,716 columns) at 512 MiB: 565 rows; a million columns: 13; one row at least.
+    assert ev.batch_rows(23_716, batch_size=100_000) == 2**29 // (23_716 * ev.BYTES_PER_SCORE) == 565
+    assert ev.batch_rows(10**6, 512) == 13
+    assert ev.batch_rows(10**9, 512) == 1
+    with pytest.raises(ValueError, match="memory_cap"):
+        ev.batch_rows(10, 5, memory_cap=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        ev.batch_rows(10, 0)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+def test_bounded_batches_give_the_metrics_of_one_unbounded_batch(sampling: str) -> None:
+    num_items, max_len = 3_000, 8
+    split = _random_split(400, num_items, seed=2)
+    score = _embedding_scores(num_items)
+    popularity = ev.popularity_scores(split.train, num_items).astype(float) + 1
+
+    def run(batch_size: int, memory_cap: int) -> tuple[dict[str, float], list[int]]:
+        sizes: list[int] = []
+
+        def score_fn(inputs: np.ndarray) -> np.ndarray:
+            sizes.append(len(inputs))
+            return score(inputs)
+
+        metrics = ev.evaluate(
+            score_fn, split, "test", max_len, ks=(1, 10, 50), num_negatives=100,
+            negative_sampling=sampling, rng=np.random.default_rng(9), item_popularity=popularity,
+            batch_size=batch_size, memory_cap=memory_cap,
+        )
+        return metrics, sizes
+
+    users = len(split.evaluation_users())
+    unbounded, one = run(batch_size=users, memory_cap=2**40)
+    cap = 25 * (num_items + 1) * ev.BYTES_PER_SCORE + 1  # 25 rows fit, 26 do not
+    bounded, several = run(batch_size=users, memory_cap=cap)
+    assert one == [users] and set(several[:-1]) == {25} and sum(several) == users
+    assert bounded == unbounded  # exactly: same ranks, same negatives drawn from one stream
+    assert unbounded["users"] == users
+    _, inputs, targets, exclude = ev.evaluation_inputs(split, "test", max_len)
+    full = ev.ranking_metrics(score(inputs), targets, (1, 10, 50), list(exclude))
+    assert {k: v for k, v in unbounded.items() if k in full} == full  # as the candidate-mask path
+
+
+def test_bounded_batches_stay_within_the_cap() -> None:
+    """NumPy's allocations (traced by tracemalloc) of a whole evaluation stay under the cap."""
+    import tracemalloc
+
+    num_items = 20_000
+    split = _random_split(200, num_items, seed=3)
+    score = _embedding_scores(num_items)
+    cap = 8 * 2**20
+    assert ev.batch_rows(num_items + 1, 512, cap) == 10
+    tracemalloc.start()
+    try:
+        ev.evaluate(
+            score, split, "test", 8, num_negatives=100, rng=np.random.default_rng(0), memory_cap=cap
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < cap  # one unbounded batch of ~190 users would take ~130 MB
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec", "gru4rec"])
+def test_last_position_scores_rank_like_the_full_model(name: str) -> None:
+    num_items = 50
+    model = models.build_model(name, num_items, seed=0, embedding_dim=16, max_len=6)
+    rng = np.random.default_rng(4)
+    inputs = rng.integers(0, num_items + 1, size=(40, 6)).astype(np.int32)
+    inputs[:, -1] = rng.integers(1, num_items + 1, size=40)  # a real last item (or [MASK] below)
+    if name == "bert4rec":
+        inputs[:, -1] = models.mask_token(num_items)
+    scores = ev.score_last_position(model, inputs, batch_size=16)
+    expected = model(inputs, training=False).numpy()[:, -1, :]
+    assert scores.shape == (40, num_items + 1) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    targets = rng.integers(1, num_items + 1, size=40)
+    exclude = [row[row > 0] for row in inputs]
+    exclude = [e[e <= num_items] for e in exclude]
+    np.testing.assert_array_equal(
+        ev.full_ranks(scores, targets, exclude), ev.full_ranks(expected, targets, exclude)
+    )
+
+
+def test_user_sample_is_seeded() -> None:
+    users = np.arange(0, 2_000, 2)
+    sample = ev.user_sample(users, 100, seed=5)
+    assert len(sample) == 100 and np.isin(sample, users).all()
+    assert (np.diff(sample) > 0).all()  # in the users' order, no repeats
+    np.testing.assert_array_equal(sample, ev.user_sample(users, 100, seed=5))
+    assert not np.array_equal(sample, ev.user_sample(users, 100, seed=6))
+    np.testing.assert_array_equal(ev.user_sample(users, None, seed=5), users)
+    np.testing.assert_array_equal(ev.user_sample(users, 5_000, seed=5), users)  # all, when fewer
+    with pytest.raises(ValueError, match="validation_users"):
+        ev.user_sample(users, 0, seed=5)
+
+
+def test_evaluate_on_a_user_sample() -> None:
+    split = _random_split(300, 40)
+    score = _embedding_scores(40)
+    sample = ev.user_sample(split.evaluation_users(), 50, seed=1)
+    metrics = ev.evaluate(score, split, "validation", 6, num_negatives=0, users=sample)
+    assert metrics["users"] == 50
+    ranks_all = ev.full_ranks(*_scores_of(split, score, None))
+    ranks_sample = ev.full_ranks(*_scores_of(split, score, sample))
+    position = np.searchsorted(split.evaluation_users(), sample)
+    np.testing.assert_array_equal(ranks_sample, ranks_all[position])
+    assert metrics["mrr"] == pytest.approx(np.mean(1 / ranks_sample))
+    with pytest.raises(ValueError, match="held-out"):
+        ev.evaluate(score, split, "validation", 6, num_negatives=0, users=np.array([10**6]))
+
+
+def _scores_of(split: LeaveOneOutSplit, score, users):
+    _, inputs, targets, exclude = ev.evaluation_inputs(split, "validation", 6, users=users)
+    return score(inputs), targets, exclude
+
+
+def test_runner_validates_on_the_sample_and_tests_on_all(tmp_path) -> None:
+    from tff_rec import runner, spec
+
+    def run(seed: int, validation_users) -> dict:
+        evaluation = {"ks": [10], "num_negatives": 20}
+        if validation_users is not None:
+            evaluation["validation_users"] = validation_users
+        task = spec.resolve_task({
+            "name": "sample", "data": {"dataset": "synthetic", "users": 150, "items": 40,
+                                       "mean_length": 8},
+            "algorithm": {"name": "popularity"}, "evaluation": evaluation,
+        })
+        return task, runner.run_task(task, seed, tmp_path, progress=False).summary
+
+    task, summary = run(0, 30)
+    untouched, _ = run(0, None)
+    assert untouched.hash != task.hash  # a sample is another task; absent keeps the old hash
+    assert "validation_users" not in json.dumps(spec._hashed_sections(untouched.sections))
+    users = summary["users"]
+    assert users["validated"] == summary["validation"]["users"] == 30
+    assert users["evaluated"] == summary["test"]["users"] > 100
+    data = prepare(task, 0)
+    assert runner._validation_users(task, 0, data).tolist() == runner._validation_users(task, 0, data).tolist()
+    assert runner._validation_users(task, 0, data).tolist() != runner._validation_users(task, 1, data).tolist()
+    table = results.display_table(results.compare(results.load_runs([tmp_path])))
+    assert set(table["validation users"]) == {f"30 of {users['evaluated']}", ""}

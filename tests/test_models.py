@@ -55,6 +55,8 @@ def test_model_hparams_lists_defaults() -> None:
         "tie_embeddings": True,
         "loss": "softmax",
         "num_sampled": 100,
+        "num_negatives": 1,
+        "gbce_t": 0.75,
     }
     resolved = models.resolve_hparams("sasrec")
     assert (resolved.embedding_dim, resolved.num_blocks, resolved.num_heads) == (50, 2, 1)

@@ -127,7 +127,7 @@ def _without(hparams: models.CommonHParams, *keys: str, **changes: object) -> di
     "name, hparams, message",
     [
         ("sasrec", {"size": "huge"}, "model.size must be one of tiny, small, base, large. Found 'huge'."),
-        ("bert4rec", {"loss": "bpr"}, "model.loss must be one of softmax, sampled_softmax. Found 'bpr'."),
+        ("bert4rec", {"loss": "bpr"}, "model.loss must be one of softmax, sampled_softmax, bce, gbce. Found 'bpr'."),
         ("sasrec", {"size": "large", "num_heads": 3}, "model.num_heads must divide model.embedding_dim. Found 512 and 3."),
         ("bert4rec", {"mask_rate": 0.0}, "model.mask_rate must be in (0, 1]. Found 0."),
         ("bert4rec", {"dupe_factor": 0}, "model.dupe_factor must be a positive integer. Found 0."),

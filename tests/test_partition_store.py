@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from partition_splits import make_split
 from tff_rec.partition import Partition, partition
+from tff_rec.partition import store as partition_store
 from tff_rec.partition.store import client_data, load_in_memory, partition_key
 
 MAX_LEN = 6
@@ -161,7 +162,7 @@ def test_failed_build_leaves_no_file(stored, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tff.simulation.datasets, "save_to_sql_client_data", fail)
+    monkeypatch.setattr(partition_store, "_insert_rows", fail)
     with pytest.raises(OSError, match="disk full"):
         client_data(**{**stored, "key": "other-key"})
     assert not [p.name for p in stored["cache_dir"].iterdir() if "other-key" in p.name]

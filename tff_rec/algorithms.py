@@ -58,12 +58,25 @@ OPTIMIZERS: dict[str, Callable[..., tff.learning.optimizers.Optimizer]] = {
     ),
 }
 
-KERAS_OPTIMIZERS: dict[str, Callable[[float], tf.keras.optimizers.Optimizer]] = {
-    "sgd": lambda lr: tf.keras.optimizers.SGD(lr),
-    "sgdm": lambda lr: tf.keras.optimizers.SGD(lr, momentum=0.9),
-    "adam": lambda lr: tf.keras.optimizers.Adam(lr),
-    "adagrad": lambda lr: tf.keras.optimizers.Adagrad(lr),
+# Centralized training's optimizers. Each takes the learning rate and the [algorithm.centralized]
+# hyperparameters of `spec.KERAS_OPTIMIZER_HPARAMS` (absent or None = Keras's default; the task
+# loader refuses the ones an optimizer does not take).
+KERAS_OPTIMIZERS: dict[str, Callable[..., tf.keras.optimizers.Optimizer]] = {
+    "sgd": lambda lr, **_: tf.keras.optimizers.SGD(lr),
+    "sgdm": lambda lr, **_: tf.keras.optimizers.SGD(lr, momentum=0.9),
+    "adam": lambda lr, **h: tf.keras.optimizers.Adam(
+        lr, **{k: v for k, v in h.items() if v is not None and k in ("beta_1", "beta_2", "epsilon")}
+    ),
+    "adagrad": lambda lr, **h: tf.keras.optimizers.Adagrad(
+        lr, **{k: v for k, v in h.items() if v is not None and k == "epsilon"}
+    ),
 }
+
+
+def keras_optimizer(centralized: Mapping[str, Any]) -> tf.keras.optimizers.Optimizer:
+    """The Keras optimizer of a task's [algorithm.centralized] section."""
+    hparams = {k: centralized.get(k) for k in ("beta_1", "beta_2", "epsilon")}
+    return KERAS_OPTIMIZERS[centralized["optimizer"]](centralized["learning_rate"], **hparams)
 
 
 def tff_optimizer(name: str, learning_rate: float, momentum: float = 0.0, **hparams: Any):

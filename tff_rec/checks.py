@@ -86,6 +86,12 @@ def _check_clients(task: TaskSpec, seed: int, split: LeaveOneOutSplit) -> None:
             f"{source}: key 'privacy.delta' is not set, and its default N^-1.1 needs N >= 2 "
             f"clients; {scheme} gives {clients}. Set privacy.delta in (0, 1) or use more clients."
         )
+    from tff_rec.privacy import nominal  # privacy.noise_cohort_size / privacy.population
+
+    try:
+        nominal.resolve(privacy, algorithm, clients)
+    except nominal.NominalError as error:
+        raise SpecError(f"{source}: {error} ({scheme}.)") from None
     if privacy["mechanism"] == "tree":
         try:
             accounting.check_tree_participation(

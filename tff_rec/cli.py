@@ -131,7 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in summary["test"].items():
         print(f"  test {key}: {value:.4f}" if isinstance(value, float) else f"  test {key}: {value}")
     if summary.get("epsilon") is not None:
-        print(f"  ε = {summary['epsilon']:.3f} at δ = {summary['delta']:.1e} ({summary['privacy_unit']}-level)")
+        simulated = summary.get("privacy_simulated")  # privacy/nominal.py
+        marker = f", {simulated['label']}: simulated" if simulated else ""
+        print(f"  ε = {summary['epsilon']:.3f} at δ = {summary['delta']:.1e} "
+              f"({summary['privacy_unit']}-level{marker})")
     print(f"  record: {result.path}")
     return 0
 
@@ -296,17 +299,34 @@ def cmd_tasks_describe(args: argparse.Namespace) -> int:
 
 
 def _privacy_common(args: argparse.Namespace) -> dict[str, Any]:
+    """The accounting inputs; with --noise-cohort-size, the nominal cohort's (privacy/nominal.py):
+    ε as a task with privacy.noise_cohort_size and privacy.population records it."""
     from tff_rec.privacy import accounting
 
     if args.clients_per_round > args.population:
         raise UsageError(f"--clients-per-round {args.clients_per_round} is larger than --population "
                          f"{args.population}; allowed: 1 to {args.population}")
+    nominal = args.noise_cohort_size
+    if nominal is not None and not args.clients_per_round <= nominal <= args.population:
+        raise UsageError(f"--noise-cohort-size {nominal} must be between --clients-per-round "
+                         f"{args.clients_per_round} and --population {args.population}")
     if args.mechanism == "tree" and args.rounds > MAX_TREE_ROUNDS:
         raise UsageError(f"--rounds {args.rounds} with --mechanism tree; allowed: 1 to "
                          f"{MAX_TREE_ROUNDS} (DP-FTRL's ε is computed round by round)")
     delta = args.delta if args.delta is not None else accounting.default_delta(args.population)
-    return dict(population=args.population, clients_per_round=args.clients_per_round,
+    return dict(population=args.population, clients_per_round=nominal or args.clients_per_round,
                 rounds=args.rounds, delta=delta, sampling=args.sampling)
+
+
+def _simulated(args: argparse.Namespace, noise: float) -> dict[str, Any]:
+    """The JSON's `simulated` entry with --noise-cohort-size (what the aggregator adds to the sum
+    of the --clients-per-round clients it averages), else {}."""
+    if args.noise_cohort_size is None:
+        return {}
+    scale = args.clients_per_round / args.noise_cohort_size
+    return {"simulated": {"noise_cohort_size": args.noise_cohort_size, "population": args.population,
+                          "clients_per_round": args.clients_per_round,
+                          "aggregator_noise_multiplier": noise * scale}}
 
 
 def _gaussian_epsilon(noise: float, accountant: str, common: dict[str, Any]):
@@ -340,12 +360,18 @@ def cmd_privacy_epsilon(args: argparse.Namespace) -> int:
             "epsilon": epsilons, "delta": common["delta"],
             "reasons": {name: r for name, r in reasons.items() if r},
             "sampling": args.sampling, "mechanism": args.mechanism,
+            **_simulated(args, args.noise_multiplier),
         }, indent=2))
         return 0
     for name, value in epsilons.items():
         shown = f"{value:.4f}" if value is not None else f"not reported: {reasons[name]}"
         print(f"ε ({name.upper()}) = {shown}")
     print(f"δ = {common['delta']:.3g}, sampling = {args.sampling}")
+    if args.noise_cohort_size is not None:
+        simulated = _simulated(args, args.noise_multiplier)["simulated"]
+        print(f"nominal cohort {args.noise_cohort_size} of {args.population}; a simulation training "
+              f"{args.clients_per_round} clients a round adds noise multiplier "
+              f"{simulated['aggregator_noise_multiplier']:.4g} to their sum")
     return 0
 
 
@@ -358,7 +384,8 @@ def cmd_privacy_calibrate(args: argparse.Namespace) -> int:
     noise, achieved = calibrate(target_epsilon=args.target_epsilon, accountant=args.accountant, **common)
     if args.json:
         print(json.dumps({"noise_multiplier": noise, "epsilon": achieved,
-                          "delta": common["delta"], "accountant": args.accountant}, indent=2))
+                          "delta": common["delta"], "accountant": args.accountant,
+                          **_simulated(args, noise)}, indent=2))
     else:
         print(f"noise multiplier {noise:.4f} gives ε = {achieved:.4f} at δ = {common['delta']:.3g} "
               f"({args.accountant.upper()}, {args.sampling} sampling)")
@@ -375,6 +402,9 @@ def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
                         help="in (0, 1); default: from the population")
     parser.add_argument("--sampling", choices=("poisson", "fixed", "shuffle"), default="poisson",
                         help="how clients are sampled (tree: shuffle, each client at most once)")
+    parser.add_argument("--noise-cohort-size", type=_integer(1), default=None,
+                        help="nominal cohort C_nom (privacy.noise_cohort_size): ε for C_nom of "
+                             "--population clients while --clients-per-round train")
     parser.add_argument("--json", action="store_true")
 
 

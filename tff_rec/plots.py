@@ -80,6 +80,10 @@ def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "part
                 epsilon = pd.to_numeric(variant["epsilon"], errors="coerce").mean()
                 if not math.isnan(epsilon):
                     points.append((epsilon, *_mean_band(variant[column])))
+                    simulated = variant["simulated"].iloc[0] if "simulated" in variant else None
+                    if isinstance(simulated, str):  # noise and ε of a nominal cohort
+                        axes.annotate(simulated, points[-1][:2], fontsize=7, color=color,
+                                      xytext=(3, 3), textcoords="offset points")
             if points:
                 x, y, err = (np.array(v) for v in zip(*sorted(points)))
                 epsilons.update(np.round(x, 2))

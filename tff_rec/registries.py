@@ -215,9 +215,10 @@ def check_adaptive_noise(source: str, sections: Mapping[str, Mapping[str, Any]])
     privacy, algorithm = sections["privacy"], sections["algorithm"]
     if privacy["mechanism"] == "adaptive" and privacy["target_epsilon"] is None:
         params = privacy["params"]
-        try:
+        try:  # split for the nominal cohort when the noise is calibrated for one (privacy/nominal.py)
             mechanisms.adaptive_noise_split(params["noise_multiplier"],
-                                            algorithm["clients_per_round"],
+                                            privacy.get("noise_cohort_size")
+                                            or algorithm["clients_per_round"],
                                             params["clipped_count_stddev"])
         except ValueError as error:
             raise SpecError(

@@ -54,10 +54,16 @@ def _run_row(directory: Path) -> dict[str, Any]:
         f"het_{k}": v for k, v in (summary.get("heterogeneity") or {}).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     })
+    simulated = summary.get("privacy_simulated")  # noise and ε of a nominal cohort (privacy/nominal.py)
+    if simulated:
+        row.update(simulated=simulated["label"], noise_cohort_size=simulated["noise_cohort_size"],
+                   privacy_population=simulated["population"])
     communication = summary.get("communication") or {}
     row.update({key: communication.get(key) for key in COMMUNICATION_COLUMNS})
     row.update(_provenance(directory))
     row["path"] = str(directory)
+    users = summary.get("users") or {}  # validated < evaluated: validation ranked a seeded sample
+    row.update(users_validated=users.get("validated"), users_evaluated=users.get("evaluated"))
     return row
 
 
@@ -235,6 +241,8 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage:
             "privacy": first["privacy"], "seeds": group["seed"].nunique(),
         }
         row.update({c: first[c] for c in group if c.startswith("axis_")})
+        if "users_validated" in group:  # users validation ranked, of the users test ranked
+            row["users_validated"], row["users_evaluated"] = first["users_validated"], first["users_evaluated"]
         for metric in metrics:
             column = f"{stage}_{metric}"
             row[metric], row[f"{metric}_ci"] = mean_ci(group[column].tolist())
@@ -244,6 +252,8 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage:
         row["epsilon"], row["epsilon_ci"] = mean_ci(group["epsilon"].tolist())
         row["stale"] = int(group["stale"].astype(bool).sum()) if "stale" in group else 0  # stale seeds
         row["delta"] = first["delta"]
+        if "simulated" in group:  # e.g. 'noise for C=5000': ε and noise of a nominal cohort
+            row["simulated"] = first["simulated"] if isinstance(first["simulated"], str) else None
         for column in columns:
             row[column] = pd.to_numeric(group[column], errors="coerce").mean()
         rows.append(row)
@@ -376,9 +386,11 @@ def _p_cell(difference: float, p: float) -> str:
 
 
 def _epsilon_cell(row: pd.Series) -> str:
+    simulated = row.get("simulated")
+    marker = f" ({simulated})" if isinstance(simulated, str) else ""  # privacy/nominal.py
     if math.isnan(row["epsilon"]):
-        return "∞" if row["privacy"] not in ("none", None) else "–"
-    return f"{row['epsilon']:.2f} (δ={row['delta']:.0e})"
+        return ("∞" if row["privacy"] not in ("none", None) else "–") + marker
+    return f"{row['epsilon']:.2f} (δ={row['delta']:.0e}){marker}"
 
 
 def display_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -396,9 +408,21 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
     shown["ε"] = [_epsilon_cell(row) for _, row in table.iterrows()]
     if "stale" in table and table["stale"].any():  # records made by other code: say which rows, and how many seeds
         shown["stale"] = [f"{n}/{seeds}" if n else "" for n, seeds in zip(table["stale"], table["seeds"])]
+    if "users_validated" in table:  # `evaluation.validation_users`: say on how many users validation ran
+        cells = [_validation_users_cell(n, m) for n, m in zip(table["users_validated"], table["users_evaluated"])]
+        if any(cells):
+            shown["validation users"] = cells
     for column in columns:
         shown[column.removeprefix("het_")] = [_number_cell(v) for v in table[column]]
     return shown
+
+
+def _validation_users_cell(validated: Any, evaluated: Any) -> str:
+    """'N of M' when validation ranked a sample of N of the M test users, else ''."""
+    numbers = pd.to_numeric(pd.Series([validated, evaluated]), errors="coerce")
+    if numbers.isna().any() or numbers[0] >= numbers[1]:
+        return ""
+    return f"{int(numbers[0]):,} of {int(numbers[1]):,}"
 
 
 def pivot_display(result: Pivot) -> pd.DataFrame:

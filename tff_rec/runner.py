@@ -45,8 +45,21 @@ class RunResult:
     stale: bool = False  # a reused record made by other code than this (`tff_rec.stale`)
 
 
+def _validation_users(task: TaskSpec, seed: int, data: PreparedData) -> np.ndarray:
+    """The users every validation of a run ranks: a sample of `evaluation.validation_users`
+    seeded by the task seed (the same at every validation), or all users with held-out items."""
+    return evaluation.user_sample(
+        data.split.evaluation_users(), task["evaluation"].get("validation_users"),
+        seeds.derive(seed, "validation_users"),
+    )
+
+
 def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
+    """evaluate(score_fn, stage, round): validation on `_validation_users`, test on all users,
+    in memory-bounded batches of at most `evaluation.batch_size` users."""
     section = task["evaluation"]
+    sample = _validation_users(task, seed, data)
+    users = {"validation": sample if section.get("validation_users") else None, "test": None}
 
     def evaluate(score_fn: ScoreFn, stage: str, round_number: int) -> dict[str, float]:
         rng = np.random.default_rng(
@@ -57,7 +70,8 @@ def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
             history_inputs=data.history_inputs,
             num_negatives=section["num_negatives"],
             negative_sampling=section["negative_sampling"], rng=rng,
-            item_popularity=data.item_popularity,
+            item_popularity=data.item_popularity, batch_size=section["batch_size"],
+            users=users[stage],
         )
 
     return evaluate
@@ -184,9 +198,15 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         "epsilon": outcome.privacy["epsilon"] if outcome.privacy else None,
         "delta": outcome.privacy["delta"] if outcome.privacy else None,
         "privacy_unit": outcome.partition["privacy_unit"] if outcome.partition else None,
+        # noise and ε of a nominal cohort (privacy/nominal.py); the key exists only then
+        **({"privacy_simulated": outcome.privacy["simulated"]}
+           if outcome.privacy and outcome.privacy.get("simulated") else {}),
         "heterogeneity": outcome.partition,
         "excluded_from_ranking": "the user's history items (all input items except the target)",
-        "users": {"train": int(len(data.split.train)), "evaluated": int(test.get("users", 0))},
+        # evaluated: test users (all with held-out items); validated: the users validation ranks
+        # (a seeded sample of them with `evaluation.validation_users`).
+        "users": {"train": int(len(data.split.train)), "evaluated": int(test.get("users", 0)),
+                  "validated": int(len(_validation_users(task, seed, data)))},
         "items": data.num_items,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -11,7 +11,10 @@ import hashlib
 
 import numpy as np
 
-STAGES = ("partition", "init", "sampling", "dp-noise", "evaluation", "centralized", "examples")
+STAGES = (
+    "partition", "init", "sampling", "dp-noise", "evaluation", "centralized", "examples",
+    "validation_users",
+)
 
 
 def derive(task_seed: int, stage: str) -> int:

@@ -97,9 +97,14 @@ STR = (str,)
 LIST = (list,)
 OPTIONAL_STR = (str, type(None))
 OPTIONAL_FLOAT = (float, int, type(None))
+OPTIONAL_INT = (int, type(None))
 
 OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad", "yogi")  # tff.learning.optimizers
 KERAS_OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad")  # centralized training (Keras has no Yogi)
+# [algorithm.centralized] hyperparameters each Keras optimizer takes besides the learning rate.
+KERAS_OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
+    "sgd": (), "sgdm": (), "adam": ("beta_1", "beta_2", "epsilon"), "adagrad": ("epsilon",),
+}
 # Federated algorithms (the registry `tff_rec.algorithms.ALGORITHMS`; named here so that loading a
 # task does not import TensorFlow) and the trainers without clients.
 FEDERATED_ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedprox", "fedsgd", "mime_lite")
@@ -168,6 +173,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field(INT, 64, positive),
         "optimizer": Field(STR, "adam", one_of(*KERAS_OPTIMIZERS)),
         "learning_rate": Field(FLOAT, 1e-3, positive),
+        # Absent (None) = Keras's default; see KERAS_OPTIMIZER_HPARAMS.
+        "beta_1": Field(OPTIONAL_FLOAT, None, beta, "adam: first-moment decay (Keras: 0.9)", False),
+        "beta_2": Field(
+            OPTIONAL_FLOAT, None, beta, "adam: second-moment decay (Keras: 0.999; SASRec: 0.98)", False,
+        ),
+        "epsilon": Field(OPTIONAL_FLOAT, None, positive, "adam, adagrad: Keras 1e-7", False),
     },
     "privacy": {
         "mechanism": Field(STR, "none", doc="none | gaussian | ..."),
@@ -176,13 +187,28 @@ SCHEMA: dict[str, dict[str, Field]] = {
             OPTIONAL_FLOAT, None, doc="calibrate the noise multiplier to reach this ε after all rounds"
         ),
         "accountant": Field(STR, "rdp", one_of("rdp", "pld")),
+        # Nominal cohort (tff_rec/privacy/nominal.py): noise and ε of C_nom clients out of a
+        # population, while C = algorithm.clients_per_round train. Absent: not hashed.
+        "noise_cohort_size": Field(
+            OPTIONAL_INT, None, positive,
+            "calibrate noise and ε for this cohort size (simulated: clients_per_round train)", False,
+        ),
+        "population": Field(
+            OPTIONAL_INT, None, positive,
+            "population ε is accounted over (default: the partition's clients); simulated", False,
+        ),
     },
     "evaluation": {
         "every": Field(INT, 5, positive, "validate every N rounds (epochs for centralized)"),
         "ks": Field(LIST, [10], positive_int_list, "cut-offs K for HR@K and NDCG@K"),
         "num_negatives": Field(INT, 100, positive, "negatives for sampled ranking"),
         "negative_sampling": Field(STR, "uniform", one_of("uniform", "popularity")),
-        "batch_size": Field(INT, 512, positive),
+        "batch_size": Field(INT, 512, positive, "users ranked at once (fewer when a batch's [b, V] arrays would pass 512 MiB)"),
+        "validation_users": Field(
+            (int, type(None)), None, positive,
+            "validate on a seeded sample of N users, the same at every validation (absent: all; test: all)",
+            hashed_at_default=False,
+        ),
     },
     "aggregation": {
         "method": Field(
@@ -241,7 +267,8 @@ class TaskSpec:
 
 # Registry parameters added after tasks were first hashed: left out of the hash at these values.
 UNHASHED_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"size": "base", "loss": "softmax", "num_sampled": 100},
+    "model": {"size": "base", "loss": "softmax", "num_sampled": 100, "num_negatives": 1,
+              "gbce_t": 0.75},
 }
 
 
@@ -465,6 +492,7 @@ def resolve_task(raw: Mapping[str, Any], source: str = "<memory>") -> TaskSpec:
             f"Found {name!r}."
         )
     _cross_checks(source, sections)
+    _check_nominal_cohort(source, sections)
     _check_noise_choice(source, _sub_table(raw, "privacy", source), sections)
     return TaskSpec(name=name, description=description, sections=sections, source=source)
 
@@ -501,11 +529,36 @@ def _check_noise_choice(source: str, raw: Mapping[str, Any],
     registries.check_adaptive_noise(source, sections)
 
 
+def _check_nominal_cohort(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """privacy.noise_cohort_size / privacy.population: refuse settings whose claim would be wrong."""
+    from tff_rec.privacy import nominal
+
+    try:
+        nominal.check_task(sections["privacy"], sections["algorithm"])
+    except nominal.NominalError as error:
+        raise SpecError(f"{source}: {error}") from None
+
+
 def _cross_checks(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Checks that span sections."""
     from tff_rec import registries
 
     registries.cross_check(source, sections)
+    _check_centralized_optimizer(source, sections["algorithm.centralized"])
+
+
+def _check_centralized_optimizer(source: str, centralized: Mapping[str, Any]) -> None:
+    """beta_1, beta_2 and epsilon only for the Keras optimizers that take them."""
+    optimizer = centralized["optimizer"]
+    for key in ("beta_1", "beta_2", "epsilon"):
+        if centralized[key] is not None and key not in KERAS_OPTIMIZER_HPARAMS[optimizer]:
+            users = [o for o, keys in KERAS_OPTIMIZER_HPARAMS.items() if key in keys]
+            takes = ", ".join(KERAS_OPTIMIZER_HPARAMS[optimizer]) or "no other hyperparameter"
+            raise SpecError(
+                f"{source}: key 'algorithm.centralized.{key}' applies to optimizer "
+                f"{', '.join(users)}; algorithm.centralized.optimizer = {optimizer!r} takes "
+                f"{takes}. Found {centralized[key]!r}."
+            )
 
 
 def load_task(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) -> TaskSpec:

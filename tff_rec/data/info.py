@@ -47,7 +47,7 @@ def describe(interactions: Interactions, data: SequenceData) -> dict[str, dict[s
     raw_lengths = events.groupby("user", observed=True, sort=False).size().to_numpy()
     return {
         "raw": _statistics(raw_lengths, events["item"].nunique()),
-        "filtered": _statistics(np.array([len(s) for s in data.sequences]), data.num_items),
+        "filtered": _statistics(np.diff(data.flat()[1]), data.num_items),
     }
 
 

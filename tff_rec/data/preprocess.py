@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from tff_rec.data.errors import DataError
-from tff_rec.data.types import Interactions, SequenceData
+from tff_rec.data.types import Interactions, SequenceData, unique_integers, unpack
 
 UNKNOWN_CATEGORY = "(unknown)"
 _DECIMAL = re.compile(r"[0-9]+")
+_DECIMALS = re.compile(r"[0-9]+(?:\n[0-9]+)*")
 
 
 def to_sequences(
@@ -54,23 +55,42 @@ def to_sequences(
     rows = np.flatnonzero(keep)
     user_codes, item_codes = user_codes[rows], item_codes[rows]
     timestamps = events["timestamp"].to_numpy(dtype=np.int64)[rows]
-    order = np.lexsort((rows, timestamps, user_codes))  # last key sorts first
-    kept_users, user_index = np.unique(user_codes, return_inverse=True)
-    kept_items, item_index = np.unique(item_codes, return_inverse=True)
+    order = _chronological(user_codes, timestamps)
+    kept_users, user_index = unique_integers(user_codes)
+    kept_items, item_index = unique_integers(item_codes)
     items_in_order = (item_index[order] + 1).astype(np.int32)
-    bounds = np.cumsum(np.bincount(user_index, minlength=len(kept_users)))[:-1]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(user_index, minlength=len(kept_users)))])
     item_names = tuple(item_ids[kept_items])
     user_names = tuple(user_ids[kept_users])
     categories, category_names = _categories(interactions.item_categories, item_names)
     return SequenceData(
         users=user_names,
-        sequences=tuple(np.split(items_in_order, bounds)),
+        sequences=unpack(items_in_order, offsets),
         num_items=len(item_names),
         item_ids=item_names,
         item_category=categories,
         category_names=category_names,
         user_attributes=_attributes(interactions.user_attributes, user_names),
+        packed=(items_in_order, offsets.astype(np.int64)),
     )
+
+
+def _chronological(user_codes: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """The order by (user, timestamp), ties in row order: ``np.lexsort((rows, timestamps, users))``.
+
+    One stable sort of a combined key when it fits in int64 (timsort: linear on the usual log that
+    is already grouped by user and in time order), else the lexsort (stable, so rows break ties).
+    """
+    if not len(user_codes):
+        return np.empty(0, dtype=np.int64)
+    low, high = int(timestamps.min()), int(timestamps.max())
+    span = high - low + 1
+    if (int(user_codes.max()) + 1) * span >= 2**62:
+        return np.lexsort((timestamps, user_codes))
+    key = user_codes.astype(np.int64) * span + (timestamps - low)
+    if np.all(key[1:] >= key[:-1]):
+        return np.arange(len(key))
+    return np.argsort(key, kind="stable")
 
 
 def _ordered_codes(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -79,13 +99,29 @@ def _ordered_codes(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if (codes < 0).any():
         raise DataError(f"the interaction log has a missing {ids.name} id")
     names = np.array([str(value) for value in uniques], dtype=object)
-    if all(_DECIMAL.fullmatch(name) for name in names):
-        rank = sorted(range(len(names)), key=lambda code: (int(names[code]), names[code]))
+    if _all_decimal(names):
+        rank = _numeric_rank(names)
     else:
         rank = sorted(range(len(names)), key=names.__getitem__)
     position = np.empty(len(names), dtype=np.int64)
     position[rank] = np.arange(len(names))
     return position[codes], names[rank]
+
+
+def _all_decimal(names: np.ndarray) -> bool:
+    """Whether every name is a decimal integer (one regex pass over the joined names)."""
+    joined = "\n".join(names)
+    return bool(len(names)) and joined.count("\n") == len(names) - 1 and bool(_DECIMALS.fullmatch(joined))
+
+
+def _numeric_rank(names: np.ndarray) -> list[int]:
+    """Codes sorted by (int(name), name): vectorized when no two names have the same value."""
+    if max(len(name) for name in names) <= 18:  # fits int64
+        values = np.array(names, dtype=str).astype(np.int64)
+        rank = np.argsort(values, kind="stable")
+        if np.all(np.diff(values[rank]) > 0):
+            return rank.tolist()
+    return sorted(range(len(names)), key=lambda code: (int(names[code]), names[code]))
 
 
 def _k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -73,16 +74,10 @@ def generate(
     )
     lengths = np.minimum(lengths, items)
     jump_weights = taste[:, category] * popularity  # [groups, items]
-    sequences = [
-        _walk(rng, length, jump_weights[user_group], successors, transition)
-        for length, user_group in zip(lengths, group)
-    ]
-    timestamps = [
-        START_TIME + rng.integers(0, YEAR) + np.cumsum(rng.integers(1, MAX_GAP, length))
-        for length in lengths
-    ]
+    items_drawn = _walks(rng, lengths, group, jump_weights, successors, transition)
+    timestamps = _timestamps(rng, lengths)
     user_ids = np.repeat(np.arange(1, users + 1), lengths)
-    events = events_frame(user_ids, np.concatenate(sequences) + 1, np.concatenate(timestamps))
+    events = events_frame(user_ids, items_drawn + 1, timestamps)
     category_names = _names("c", categories)
     group_names = _names("g", groups)
     item_categories = pd.Series(
@@ -173,39 +168,177 @@ def _transitions(
 def _pick(
     rng: np.random.Generator, allowed: np.ndarray, popularity: np.ndarray, count: int
 ) -> np.ndarray:
-    """``count`` distinct allowed items, drawn by popularity."""
+    """``count`` distinct allowed items, drawn by popularity (none, and no draw, for count 0)."""
+    if count == 0:  # a single category: no other-category successors
+        return np.empty(0, dtype=np.int64)
     candidates = np.flatnonzero(allowed)
     weights = popularity[candidates]
     return rng.choice(candidates, size=count, replace=False, p=weights / weights.sum())
 
 
-def _walk(
-    rng: np.random.Generator,
-    length: int,
-    jump_weights: np.ndarray,
-    successors: np.ndarray,
-    transition: np.ndarray,
-) -> np.ndarray:
-    """One user's item sequence (0-based items, no repeats)."""
-    unseen = np.ones(len(jump_weights), dtype=bool)
-    sequence = np.empty(length, dtype=np.int64)
-    sequence[0] = _draw(rng, jump_weights)
-    unseen[sequence[0]] = False
-    for step in range(1, length):
-        current = sequence[step - 1]
-        follow = transition[current] * unseen[successors[current]]
-        if follow.any() and rng.random() < FOLLOW:
-            sequence[step] = successors[current][_draw(rng, follow)]
-        else:
-            sequence[step] = _draw(rng, jump_weights * unseen)
-        unseen[sequence[step]] = False
-    return sequence
+# --- the walks and timestamps, compiled -----------------------------------------------------------
+#
+# The walks used to be a Python loop per user and step (12 µs a step: 36 s for 10^5 users). They now
+# run in compiled kernels that replay exactly the draws the loop made, in the same order, so a seed
+# gives the same log as before (tests/test_population_scale.py keeps the loop as the reference):
+#
+# - a user's walk draws one `rng.random()` for its first item, then per step one more for the
+#   follow/jump choice when a successor is still unseen, and one for the item. `Generator.random(n)`
+#   returns the same doubles as n single calls, so the kernel reads them from blocks; after a block
+#   the generator is rewound to the doubles actually used (`_rewind`).
+# - a draw by weights is `searchsorted(c, r * c[-1], side="right")` with c = cumsum(w); the kernel
+#   sums in the same order (numpy's cumsum is sequential), so every comparison sees the same floats.
+#   A jump still costs O(items), as it did.
+# - timestamps were `rng.integers(0, YEAR)` and `rng.integers(1, MAX_GAP, length)` per user; both
+#   are numpy's 32-bit Lemire rejection sampler over the generator's stream of 32-bit halves,
+#   which the kernel replays from `random_raw` (they are the last draws, so no rewind is needed).
+
+_BLOCK = 1 << 22  # doubles or 32-bit words per block: 32 MB / 16 MB, whatever the population
 
 
-def _draw(rng: np.random.Generator, weights: np.ndarray) -> int:
-    """An index drawn with probability proportional to ``weights``."""
-    cumulative = np.cumsum(weights)
-    return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+@numba.njit(cache=True, nogil=True)
+def _jump(weights, unseen, uniform):
+    """``searchsorted(cumsum(weights * unseen), uniform * total, side="right")``, same floats."""
+    total = 0.0
+    for item in range(weights.shape[0]):
+        if unseen[item]:
+            total += weights[item]
+    target = uniform * total
+    cumulative = 0.0
+    for item in range(weights.shape[0]):
+        if unseen[item]:
+            cumulative += weights[item]
+        if cumulative > target:
+            return item
+    raise ValueError("synthetic: a draw by weights fell past the last item")
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_block(uniforms, lengths, group, jump_weights, successors, transition, user, offset, out):
+    """Walk users from ``user`` on (their items go to ``out[offset:]``) while ``uniforms`` surely
+    suffices (a user uses at most 2 × length - 1); returns (next user, uniforms used)."""
+    num_items = jump_weights.shape[1]
+    width = successors.shape[1]
+    unseen = np.ones(num_items, dtype=np.bool_)
+    follow = np.empty(width)
+    every_successor = np.ones(width, dtype=np.bool_)  # seen successors already weigh 0 in `follow`
+    used = 0
+    while user < lengths.shape[0]:
+        length = lengths[user]
+        if used + 2 * length - 1 > uniforms.shape[0]:
+            break
+        weights = jump_weights[group[user]]
+        current = _jump(weights, unseen, uniforms[used])
+        used += 1
+        out[offset] = current
+        unseen[current] = False
+        for step in range(1, length):
+            any_unseen = False
+            for k in range(width):
+                follow[k] = transition[current, k] if unseen[successors[current, k]] else 0.0
+                any_unseen = any_unseen or follow[k] != 0.0
+            follows = False
+            if any_unseen:
+                follows = uniforms[used] < FOLLOW
+                used += 1
+            if follows:
+                current = successors[current, _jump(follow, every_successor, uniforms[used])]
+            else:
+                current = _jump(weights, unseen, uniforms[used])
+            used += 1
+            out[offset + step] = current
+            unseen[current] = False
+        for step in range(length):
+            unseen[out[offset + step]] = True
+        offset += length
+        user += 1
+    return user, used
+
+
+def _walks(rng, lengths, group, jump_weights, successors, transition) -> np.ndarray:
+    """All users' walks, concatenated (0-based items): the draws of the per-user loop."""
+    out = np.empty(int(lengths.sum()), dtype=np.int64)
+    lengths = lengths.astype(np.int64)
+    group = group.astype(np.int64)
+    user, offset = 0, 0
+    while user < len(lengths):
+        state = rng.bit_generator.state
+        block = rng.random(max(_BLOCK, 2 * int(lengths[user])))
+        next_user, used = _walk_block(
+            block, lengths, group, jump_weights, successors, transition, user, offset, out
+        )
+        _rewind(rng, state, used)
+        offset += int(lengths[user:next_user].sum())
+        user = next_user
+    return out
+
+
+def _rewind(rng: np.random.Generator, state: dict, used: int) -> None:
+    """Set ``rng`` to ``state`` advanced by ``used`` 64-bit draws, keeping its buffered 32-bit half
+    (which doubles do not touch, but ``advance`` clears)."""
+    bit_generator = rng.bit_generator
+    bit_generator.state = state
+    bit_generator.advance(used)
+    advanced = bit_generator.state
+    advanced["has_uint32"], advanced["uinteger"] = state["has_uint32"], state["uinteger"]
+    bit_generator.state = advanced
+
+
+@numba.njit(cache=True, nogil=True)
+def _lemire(words, position, bound):
+    """numpy's ``buffered_bounded_lemire_uint32``: a value in [0, bound) from ``words[position:]``;
+    returns (value, next position), or (0, -1) when ``words`` runs out."""
+    bound = np.uint64(bound)
+    threshold = (np.uint64(0x100000000) - bound) % bound
+    if position >= words.shape[0]:
+        return np.uint64(0), -1
+    product = np.uint64(words[position]) * bound
+    position += 1
+    if (product & np.uint64(0xFFFFFFFF)) < bound:
+        while (product & np.uint64(0xFFFFFFFF)) < threshold:
+            if position >= words.shape[0]:
+                return np.uint64(0), -1
+            product = np.uint64(words[position]) * bound
+            position += 1
+    return product >> np.uint64(32), position
+
+
+@numba.njit(cache=True, nogil=True)
+def _timestamp_block(words, lengths, user, offset, out):
+    """Timestamps of users from ``user`` on while ``words`` lasts; returns (next user, words used)."""
+    position = 0
+    while user < lengths.shape[0]:
+        start = position
+        value, position = _lemire(words, position, YEAR)
+        if position < 0:
+            return user, start
+        time = START_TIME + np.int64(value)
+        for step in range(lengths[user]):
+            gap, position = _lemire(words, position, MAX_GAP - 1)
+            if position < 0:
+                return user, start
+            time += 1 + np.int64(gap)
+            out[offset + step] = time
+        offset += lengths[user]
+        user += 1
+    return user, position
+
+
+def _timestamps(rng: np.random.Generator, lengths: np.ndarray) -> np.ndarray:
+    """Per user ``START_TIME + rng.integers(0, YEAR) + cumsum(rng.integers(1, MAX_GAP, length))``."""
+    out = np.empty(int(lengths.sum()), dtype=np.int64)
+    lengths = lengths.astype(np.int64)
+    state = rng.bit_generator.state
+    words = np.array([state["uinteger"]] if state["has_uint32"] else [], dtype=np.uint32)
+    user, offset = 0, 0
+    while user < len(lengths):
+        wanted = max(_BLOCK, 4 * (int(lengths[user]) + 1))
+        raw = rng.bit_generator.random_raw((wanted - len(words) + 1) // 2)
+        words = np.concatenate([words, raw.astype("<u8").view("<u4")])  # low half first
+        next_user, used = _timestamp_block(words, lengths, user, offset, out)
+        offset += int(lengths[user:next_user].sum())
+        user, words = next_user, words[used:]
+    return out
 
 
 def _names(prefix: str, count: int) -> np.ndarray:

@@ -54,10 +54,23 @@ class CommonHParams:
     dropout: dropout rate of the model's layers.
     max_len: input length L; longer histories keep their last L items.
     tie_embeddings: score items with their input embedding instead of a separate output matrix.
-    loss: softmax (full cross-entropy over every item) | sampled_softmax (the target against
-      `num_sampled` uniformly sampled items; see `losses.SampledSoftmaxLoss`). Evaluation always
-      scores the full catalogue.
-    num_sampled: negatives per training batch of sampled_softmax (unused by softmax).
+    loss: what training minimizes (`losses.LOSSES`); evaluation always scores the full catalogue.
+      softmax: full cross-entropy over every item (cost ∝ num_items per position).
+      sampled_softmax: the target's cross-entropy against `num_sampled` items drawn uniformly
+        once per batch (`losses.SampledSoftmaxLoss`).
+      bce: the SASRec paper's binary cross-entropy, −log σ(s⁺) − Σ log(1 − σ(s⁻)), with
+        `num_negatives` negatives (paper: 1) drawn per target position uniformly among the
+        other items, never the target (`losses.NegativeSamplingBCE`).
+      gbce: gSASRec's generalised BCE (Petrov & Macdonald 2023): the same negatives,
+        (−β log σ(s⁺) − Σ log(1 − σ(s⁻))) / (k + 1), β = α(t(1 − 1/α) + 1/α),
+        α = k / (num_items − 1), k = `num_negatives` (paper: 256), t = `gbce_t`
+        (`losses.GeneralizedBCE`).
+      With bce and gbce, num_negatives ≥ num_items − 1 means every other item, once (one-vs-all).
+      Their memory grows with batch × max_len × min(num_negatives × embedding_dim, num_items).
+    num_sampled: negatives per training batch of sampled_softmax (unused by the others).
+    num_negatives: negatives per target position of bce and gbce (unused by the others).
+    gbce_t: gbce's calibration t in [0, 1] (paper default 0.75; 0 is plain BCE, unused by the
+      others).
     """
 
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {}
@@ -69,6 +82,8 @@ class CommonHParams:
     tie_embeddings: bool = True
     loss: str = "softmax"
     num_sampled: int = 100
+    num_negatives: int = 1
+    gbce_t: float = 0.75
 
     def __post_init__(self) -> None:
         one_of("size", self.size, SIZES)
@@ -83,9 +98,10 @@ class CommonHParams:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad key; subclasses extend it."""
-        for label in ("embedding_dim", "max_len", "num_sampled"):
+        for label in ("embedding_dim", "max_len", "num_sampled", "num_negatives"):
             positive_int(label, getattr(self, label))
         unit_interval("dropout", self.dropout)
+        unit_interval("gbce_t", self.gbce_t, closed=True)
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(
                 f"model.tie_embeddings must be true or false. Found {self.tie_embeddings!r}."
@@ -97,7 +113,7 @@ class ItemSequenceModel(tf.keras.Model):
     """Base of the recommenders: `encode` (per model) then item scores.
 
     call(inputs, training) returns logits [batch, L, num_items + 1], except in training mode
-    under a loss that scores a sample of items itself (sampled_softmax): then it returns the
+    under a loss that scores a sample of items itself (sampled_softmax, bce, gbce): then it returns the
     hidden states [batch, L, d], so the full [batch, L, num_items + 1] product is never computed
     while training. Subclasses set `item_table` (their input item embedding, a keras-nlp
     `ReversibleEmbedding`) and `output_projection` (None when tied, else a bias-free Dense).

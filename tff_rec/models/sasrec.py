@@ -21,7 +21,7 @@ class SASRecHParams(CommonHParams):
     intermediate_dim: feed-forward hidden size; None means 2 × embedding_dim (the paper uses
       d; 2d gives the small models here a little more capacity at low cost).
     dropout (paper: 0.2 on ML-1M), max_len (paper: 50; 200 on ML-1M), tie_embeddings (as the
-    paper), loss, num_sampled, size: see `CommonHParams`.
+    paper), loss, num_sampled, num_negatives, gbce_t, size: see `CommonHParams`.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {

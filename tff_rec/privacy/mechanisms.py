@@ -139,15 +139,32 @@ def _build_none(*, clients_per_round: int, noise_seed: int) -> Aggregator:
     return None
 
 
+def noise_scale(clients_per_round: int, noise_cohort_size: Optional[int]) -> float:
+    """C / C_nom: the factor on the sum's noise that gives the average a C_nom cohort's noise
+    (`nominal.py` derives it); 1 without a nominal cohort."""
+    if noise_cohort_size is None:
+        return 1.0
+    if not _is_int(noise_cohort_size) or noise_cohort_size < clients_per_round:
+        raise ValueError(
+            f"privacy.noise_cohort_size must be an integer of at least clients_per_round = "
+            f"{clients_per_round}. Found {noise_cohort_size!r}."
+        )
+    return clients_per_round / noise_cohort_size
+
+
 def _gaussian_query(
-    *, clients_per_round: int, noise_seed: int, clip: float, noise_multiplier: float
+    *, clients_per_round: int, noise_seed: int, clip: float, noise_multiplier: float,
+    noise_cohort_size: Optional[int] = None,
 ) -> tfp.DPQuery:
     """DP-FedAvg: clip to `clip`, sum, add N(0, (clip*z)^2), divide by clients_per_round.
 
+    With `noise_cohort_size` C_nom, the sum's noise is N(0, (clip·z·C/C_nom)^2), so the average
+    carries the noise clip·z/C_nom of a C_nom cohort (`nominal.py`).
     As an aggregator, this is `DifferentiallyPrivateFactory.gaussian_fixed` with the seeded query.
     """
+    scale = noise_scale(clients_per_round, noise_cohort_size)
     return tfp.NormalizedQuery(
-        SeededGaussianSumQuery(clip, clip * noise_multiplier, noise_seed=noise_seed),
+        SeededGaussianSumQuery(clip, clip * noise_multiplier * scale, noise_seed=noise_seed),
         denominator=float(clients_per_round),
     )
 
@@ -192,15 +209,20 @@ def _adaptive_query(
     target_unclipped_quantile: float,
     clip_learning_rate: float,
     clipped_count_stddev: Optional[float],
+    noise_cohort_size: Optional[int] = None,
 ) -> tfp.DPQuery:
     """Quantile-adaptive clipping with geometric updates; `noise_multiplier` is the total z.
 
+    With `noise_cohort_size` C_nom, z is split for the nominal cohort (count stddev default
+    0.05·C_nom) and both sums' noise is scaled by C/C_nom (`nominal.py`).
     As an aggregator, this is `DifferentiallyPrivateFactory.gaussian_adaptive` with the seeded
     query.
     """
+    scale = noise_scale(clients_per_round, noise_cohort_size)
     value_noise_multiplier, count_stddev = adaptive_noise_split(
-        noise_multiplier, clients_per_round, clipped_count_stddev
+        noise_multiplier, noise_cohort_size or clients_per_round, clipped_count_stddev
     )
+    value_noise_multiplier, count_stddev = value_noise_multiplier * scale, count_stddev * scale
     query = SeededQuantileAdaptiveClipSumQuery(
         initial_l2_norm_clip=initial_clip,
         noise_multiplier=value_noise_multiplier,
@@ -269,13 +291,16 @@ def _build_tree(
     clip: float,
     noise_multiplier: float,
     efficient: bool,
+    noise_cohort_size: Optional[int] = None,
 ) -> Aggregator:
-    """DP-FTRL: per-round residuals of tree-aggregated noisy prefix sums (one tree, no restarts)."""
+    """DP-FTRL: per-round residuals of tree-aggregated noisy prefix sums (one tree, no restarts).
+
+    With `noise_cohort_size` C_nom, every tree node's noise is scaled by C/C_nom (`nominal.py`)."""
     return TreeAggregationFactory(
         clients_per_round=clients_per_round,
         noise_seed=noise_seed,
         clip=clip,
-        noise_multiplier=noise_multiplier,
+        noise_multiplier=noise_multiplier * noise_scale(clients_per_round, noise_cohort_size),
         efficient=efficient,
     )
 
@@ -411,12 +436,26 @@ def validate_params(mechanism: str, params: Mapping[str, Any]) -> dict:
     return validate(params, get_mechanism(mechanism).params, owner=mechanism)
 
 
+def _nominal_argument(mechanism: str, noise_cohort_size: Optional[int]) -> dict:
+    """{'noise_cohort_size': C_nom} for a mechanism that can take it, {} without one."""
+    if noise_cohort_size is None:
+        return {}
+    from tff_rec.privacy import nominal
+
+    if mechanism not in nominal.NOMINAL_MECHANISMS:
+        why = nominal.REFUSED.get(mechanism, "its noise scaling is not derived")
+        raise ValueError(f"privacy.noise_cohort_size cannot be used with {mechanism!r}: {why}.")
+    return {"noise_cohort_size": noise_cohort_size}
+
+
 def initial_query_state(
-    mechanism: str, *, clients_per_round: int, noise_seed: int, **params: Any
+    mechanism: str, *, clients_per_round: int, noise_seed: int,
+    noise_cohort_size: Optional[int] = None, **params: Any
 ) -> Any:
     """The global state a query mechanism's aggregator starts from (a nest of numpy values).
 
     `aggregator.with_query_state` puts it into a learning process built for other parameters.
+    `noise_cohort_size`: the nominal cohort the noise is calibrated for (`nominal.py`).
     """
     _check_build_inputs(clients_per_round, noise_seed)
     chosen = get_mechanism(mechanism)
@@ -424,6 +463,7 @@ def initial_query_state(
         raise ValueError(f"privacy.mechanism {mechanism!r} is not a DP query: its state cannot be swapped.")
     query = chosen.query_builder(
         clients_per_round=clients_per_round, noise_seed=noise_seed,
+        **_nominal_argument(mechanism, noise_cohort_size),
         **validate(params, chosen.params, owner=mechanism),
     )
     return tf.nest.map_structure(np.asarray, query.initial_global_state())
@@ -443,7 +483,8 @@ def _check_build_inputs(clients_per_round: Any, noise_seed: Any) -> None:
 
 
 def build_aggregator(
-    mechanism: str, *, clients_per_round: int, noise_seed: int, **params: Any
+    mechanism: str, *, clients_per_round: int, noise_seed: int,
+    noise_cohort_size: Optional[int] = None, **params: Any
 ) -> Aggregator:
     """The model-update aggregator of `mechanism`, or `None` for no DP.
 
@@ -452,6 +493,8 @@ def build_aggregator(
       clients_per_round: expected cohort size; the fixed denominator of the noisy mean.
       noise_seed: seed of the DP noise (derived from the task seed by the caller). The noise of
         round r is a function of (noise_seed, r) only: fresh every round, identical across reruns.
+      noise_cohort_size: the nominal cohort C_nom whose noise the average gets (`nominal.py`;
+        gaussian, adaptive and tree only); None: the noise of `clients_per_round` clients.
       **params: the mechanism's parameters (see `MECHANISMS[mechanism].params`); missing ones take
         their defaults.
 
@@ -464,5 +507,6 @@ def build_aggregator(
     return chosen.build(
         clients_per_round=clients_per_round,
         noise_seed=noise_seed,
+        **_nominal_argument(mechanism, noise_cohort_size),
         **validate(params, chosen.params, owner=mechanism),
     )

@@ -7,6 +7,7 @@ resumes from the last usable checkpoint with the metrics of an uninterrupted run
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -25,12 +26,7 @@ def train_centralized(context: RunContext) -> Outcome:
     config = task["algorithm.centralized"]
     model = initial_model(context)
     tf.keras.utils.set_random_seed(seeds.derive(context.seed, "centralized"))  # dropout stream
-    model.compile(
-        optimizer=algorithms.KERAS_OPTIMIZERS[config["optimizer"]](config["learning_rate"]),
-        loss=models.training_loss(model),
-    )
-    # Built now rather than at the first step, so that a checkpoint can restore its variables.
-    model.optimizer.build(model.trainable_variables)
+    compile_model(model, config)
     users = np.flatnonzero((data.train_targets > 0).any(axis=1))
     inputs, targets = data.train_inputs[users], data.train_targets[users]
     batch_size = config["batch_size"]
@@ -46,11 +42,7 @@ def train_centralized(context: RunContext) -> Outcome:
     for epoch in range(start + 1, config["epochs"] + 1):
         runtime.exit_if_terminated()  # a signal swallowed in a gc callback or __del__ lands here
         order = seeds.round_rng(context.seed, "centralized", epoch).permutation(len(users))
-        history = model.fit(
-            inputs[order], targets[order], batch_size=batch_size, epochs=1,
-            shuffle=False, verbose=0,
-        )
-        row = {"round": epoch, "loss": float(history.history["loss"][-1])}
+        row = {"round": epoch, "loss": train_epoch(model, inputs[order], targets[order], batch_size)}
         if epoch % every == 0 or epoch == config["epochs"]:
             metrics = context.evaluate(score_fn, "validation", epoch)
             row.update({f"val_{k}": v for k, v in metrics.items()})
@@ -58,6 +50,23 @@ def train_centralized(context: RunContext) -> Outcome:
         if epoch % task["run"]["checkpoint_every"] == 0:
             saved.save(None, epoch, context.completed_rows)
     return Outcome(score_fn=score_fn)
+
+
+def compile_model(model: tf.keras.Model, config: Mapping[str, Any]) -> None:
+    """Compile `model` with the [algorithm.centralized] section's optimizer and the model's
+    training loss, and build the optimizer's variables (now rather than at the first step, so
+    that a checkpoint can restore them)."""
+    model.compile(optimizer=algorithms.keras_optimizer(config), loss=models.training_loss(model))
+    model.optimizer.build(model.trainable_variables)
+
+
+def train_epoch(model: tf.keras.Model, inputs: np.ndarray, targets: np.ndarray,
+                batch_size: int) -> float:
+    """One pass over (inputs, targets) in their order, in batches of `batch_size`; returns
+    Keras's epoch loss (the mean of the batch losses). `benchmarks/centralized_speed.py` times
+    exactly this."""
+    history = model.fit(inputs, targets, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return float(history.history["loss"][-1])
 
 
 def _variables(model: tf.keras.Model) -> list[tf.Variable]:

@@ -23,6 +23,8 @@ from tff_rec.evaluation import score_last_position
 from tff_rec.partition import heterogeneity, partition
 from tff_rec.partition import store as partition_store
 from tff_rec.privacy import accounting, mechanisms
+from tff_rec.privacy import nominal as nominal_cohort
+from tff_rec.spec import SpecError
 from tff_rec.training import cardinality, checkpoints, processes
 from tff_rec.training.context import Outcome, RunContext, initial_model
 
@@ -41,8 +43,18 @@ class PrivacyPlan:
     clients_per_round: int
     ledger: tuple[Optional[float], ...]
     reason: Optional[str]  # why ε is not reported, when it is not
+    # Noise and ε calibrated for a nominal cohort (privacy/nominal.py): then `population` is the
+    # accounted one, `clients_per_round` the trained cohort, and ε is for the nominal setting.
+    nominal: Optional[nominal_cohort.NominalCohort] = None
+
+    @property
+    def noise_cohort_size(self) -> Optional[int]:
+        """C_nom when the noise is calibrated for a nominal cohort, else None."""
+        return None if self.nominal is None else self.nominal.noise_cohort_size
 
     def to_record(self) -> dict[str, Any]:
+        simulated = {} if self.nominal is None else {
+            "simulated": self.nominal.to_record(self.params.get("noise_multiplier"))}
         return {
             "mechanism": self.mechanism, "params": self.params,
             "target_epsilon": self.target_epsilon, "delta": self.delta,
@@ -50,7 +62,7 @@ class PrivacyPlan:
             "privacy_unit_population": self.population,
             "clients_per_round": self.clients_per_round,
             "epsilon": self.ledger[-1] if self.ledger else None,
-            "epsilon_by_round": list(self.ledger), "reason": self.reason,
+            "epsilon_by_round": list(self.ledger), "reason": self.reason, **simulated,
         }
 
 
@@ -59,16 +71,26 @@ def plan_privacy(context: RunContext, population: int) -> Optional[PrivacyPlan]:
 
     ε comes from the analysis that matches the mechanism and the runner's sampler; where none
     does, the ledger holds None and `reason` says why (no number is made up).
+
+    With `privacy.noise_cohort_size` / `privacy.population` (`privacy/nominal.py`), the noise is
+    calibrated and ε accounted for the nominal cohort out of the nominal population; δ's default
+    comes from the nominal population. `population` is the partition's number of clients.
     """
     task = context.task
     section, algorithm = task["privacy"], task["algorithm"]
     if section["mechanism"] == "none":
         return None
+    try:
+        nominal = nominal_cohort.resolve(section, algorithm, population)
+    except nominal_cohort.NominalError as error:
+        raise SpecError(f"{task.source}: {error}") from None
+    accounted_population = population if nominal is None else nominal.population
+    accounted_cohort = algorithm["clients_per_round"] if nominal is None else nominal.noise_cohort_size
     mechanism = mechanisms.get_mechanism(section["mechanism"])
     params = mechanisms.validate_params(section["mechanism"], section["params"])
-    delta = section["delta"] or accounting.default_delta(population)
+    delta = section["delta"] or accounting.default_delta(accounted_population)
     common = dict(
-        population=population, clients_per_round=algorithm["clients_per_round"],
+        population=accounted_population, clients_per_round=accounted_cohort,
         delta=delta, sampling=algorithm["sampling"], accountant=section["accountant"],
     )
     ledger_fn, calibrate = ACCOUNTING.get(section["mechanism"], ACCOUNTING["sampled-gaussian"])
@@ -81,8 +103,8 @@ def plan_privacy(context: RunContext, population: int) -> Optional[PrivacyPlan]:
         mechanism=section["mechanism"], params=params, target_epsilon=section["target_epsilon"],
         delta=delta,
         accountant=section["accountant"], sampling=algorithm["sampling"],
-        population=population, clients_per_round=algorithm["clients_per_round"],
-        ledger=tuple(ledger), reason=reason,
+        population=accounted_population, clients_per_round=algorithm["clients_per_round"],
+        ledger=tuple(ledger), reason=reason, nominal=nominal,
     )
 
 
@@ -192,7 +214,7 @@ def _client_data(client_split, data, cache_dir, key: str) -> tff.simulation.data
         with faults.writing(cache_dir / f"{key}.sqlite"):
             path = partition_store.ensure_database(client_split, *data.user_examples(), cache_dir, key)
         _CLIENT_DATA.clear()  # keep one partition in memory at a time
-        _CLIENT_DATA[key] = partition_store.load_in_memory(path, data.max_len)
+        _CLIENT_DATA[key] = partition_store.open_clients(path, data.max_len)  # large: read per cohort
     return _CLIENT_DATA[key]
 
 

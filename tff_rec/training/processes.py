@@ -5,8 +5,9 @@ the process keeps in its state share one build, and each run starts from its own
 - optimizer hyperparameters (learning rates, momentum, Adam's and Yogi's betas and ε, FedProx's
   mu) go in through TFF's `process.set_hparams`, where the process exposes them
   (`algorithms.settable_hparams`);
-- a query mechanism's noise seed, clip, noise multiplier and cohort denominator go into the DP
-  aggregator's state (`aggregator.with_query_state`);
+- a query mechanism's noise seed, clip, noise multiplier (scaled for a nominal cohort,
+  `privacy/nominal.py`) and cohort denominator go into the DP aggregator's state
+  (`aggregator.with_query_state`);
 - batch size and local epochs shape only the client datasets.
 Everything else is the build key (`build_key`). `initial_state` sets a run's values and checks
 that the process now holds exactly what a build for this run would have started from.
@@ -63,6 +64,8 @@ def build_key(task: TaskSpec, num_items: int, plan, seed: int) -> str:
         privacy = [plan.mechanism]
     else:
         privacy = [plan.mechanism, plan.params, plan.clients_per_round, _build_noise_seed(seed, plan)]
+        if plan.noise_cohort_size is not None:  # the tree's noise is scaled at build time
+            privacy.append(plan.noise_cohort_size)
     return json.dumps(
         [model["name"], model["params"], num_items, privacy,
          algorithms.build_key(*_algorithm_sections(task)), task["aggregation"]],
@@ -93,7 +96,8 @@ def _build(task: TaskSpec, num_items: int, plan, seed: int) -> Built:
     if plan is not None:
         aggregator = mechanisms.build_aggregator(
             plan.mechanism, clients_per_round=plan.clients_per_round,
-            noise_seed=_build_noise_seed(seed, plan), **plan.params,
+            noise_seed=_build_noise_seed(seed, plan), noise_cohort_size=plan.noise_cohort_size,
+            **plan.params,
         )
     name, client, server, params = _algorithm_sections(task)
     section = task["aggregation"]
@@ -145,7 +149,8 @@ def initial_state(process: tff.learning.templates.LearningProcess, task: TaskSpe
 def _query_state(plan, seed: int) -> Any:
     return mechanisms.initial_query_state(
         plan.mechanism, clients_per_round=plan.clients_per_round,
-        noise_seed=seeds.derive(seed, "dp-noise"), **plan.params,
+        noise_seed=seeds.derive(seed, "dp-noise"), noise_cohort_size=plan.noise_cohort_size,
+        **plan.params,
     )
 
 
