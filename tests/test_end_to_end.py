@@ -12,7 +12,9 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -74,11 +76,14 @@ def task_text(**overrides: str) -> str:
     return text
 
 
-def tff_rec(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run the installed console script in a child process, reading its output to EOF."""
+def tff_rec(*args: str, timeout: float = 240,
+            env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run the installed console script in a child process, reading its output to EOF
+    (`env`: variables added to this process's environment)."""
     executable = shutil.which("tff-rec") or str(Path(sys.executable).parent / "tff-rec")
     return subprocess.run(
-        [executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -248,18 +253,20 @@ def test_notebook_executes_on_the_study_records(study_dir):
     assert "fedavg + DP" in text
 
 
-def _orphaned_workers() -> set[int]:
-    """worker_binary processes whose parent has exited (re-parented to init): what a command
-    that does not stop its worker leaves behind. Workers of live processes (this one's, or of
-    other programs on the machine) do not count."""
+def _orphaned_workers(marker: str) -> set[int]:
+    """worker_binary processes whose parent has exited (re-parented to init) and that carry
+    `marker` in their environment: what a command started with that marker leaves behind when it
+    does not stop its worker. Workers of live processes, and of other tests running at the same
+    time (pytest-xdist), do not count."""
     found = subprocess.run(["pgrep", "-x", "worker_binary"], capture_output=True, text=True)
     orphans = set()
     for pid in map(int, found.stdout.split()):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == 1:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == 1 and marker.encode() in environment:
             orphans.add(pid)
     return orphans
 
@@ -269,13 +276,14 @@ def test_cli_leaves_no_worker_and_closes_its_output(tmp_path):
     outlives the command."""
     path = tmp_path / "task.toml"
     path.write_text(task_text(rounds="1"))
-    before = _orphaned_workers()
-    done = tff_rec("run", str(path), "--out", str(tmp_path / "out"), timeout=180)
+    marker = f"TFF_REC_TEST_MARKER={uuid.uuid4().hex}"
+    done = tff_rec("run", str(path), "--out", str(tmp_path / "out"), timeout=180,
+                   env={marker.split("=")[0]: marker.split("=")[1]})
     assert done.returncode == 0, done.stderr
     assert "test ndcg@10" in done.stdout
     assert "Using TensorFlow backend" not in done.stdout + done.stderr
     assert "Exception ignored" not in done.stderr
-    assert _orphaned_workers() - before == set()
+    assert _orphaned_workers(marker) == set()
 
 
 BAD_INPUTS = {

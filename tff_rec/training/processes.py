@@ -131,8 +131,10 @@ def taking_arrays(process: tff.learning.templates.LearningProcess,
 def client_arguments(client_data, cohort: list[str], batch_size: int,
                      local_epochs: int) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
     """What `next` of a `taking_arrays` process takes for `cohort`: per client (inputs, targets,
-    batch size, local epochs), the arrays from `partition.store.ArrayClientData.examples`."""
-    return [(*client_data.examples(cid), batch_size, local_epochs) for cid in cohort]
+    batch size, local epochs). The cohort's arrays are read at once (`cohort_examples`: one query
+    per cohort from a partition kept in SQLite, `partition.store.SqlClients`)."""
+    arrays = client_data.cohort_examples(cohort)
+    return [(*arrays[cid], batch_size, local_epochs) for cid in cohort]
 
 
 def initial_state(process: tff.learning.templates.LearningProcess, task: TaskSpec, plan, seed: int,
