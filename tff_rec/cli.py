@@ -467,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--kind", choices=("convergence", "privacy-utility"), default="convergence")
     plot.add_argument("--metric", default="ndcg@10")
     plot.add_argument("--by", default="partition",
-                      help="privacy-utility: one line per value of this grid axis or record column")
+                      help="privacy-utility: one line per value of this grid axis or record column "
+                           "(several, comma-separated: one line per combination)")
     plot.add_argument("--output", type=Path, required=True,
                       help="file stem: writes STEM.png and STEM.svg")
     plot.set_defaults(handler=cmd_plot)

@@ -55,40 +55,62 @@ def convergence(runs: pd.DataFrame, metric: str = "ndcg@10") -> plt.Figure:
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
+def _group_column(runs: pd.DataFrame, by: str) -> pd.Series:
+    """The value each run is grouped by: a grid axis or a record column, or several of them
+    joined by commas (`population,cohort` → 'N=10^6 · C=1000')."""
+    parts = []
+    for name in by.split(","):
+        name = name.strip()
+        column = f"axis_{name}" if f"axis_{name}" in runs else name
+        if column not in runs:
+            raise KeyError(f"cannot group by {name!r}: neither a grid axis nor a record column")
+        parts.append(runs[column])
+    if len(parts) == 1:
+        return parts[0]
+    joined = pd.concat(parts, axis=1)
+    return joined.apply(
+        lambda row: None if row.isna().any() else " · ".join(map(str, row)), axis=1)
+
+
 def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "partition",
                     stage: str = "test") -> plt.Figure:
-    """Test `metric` against ε: one colour per value of `by` (a grid axis or a record column).
+    """Test `metric` against ε: one colour per value of `by` (a grid axis or a record column, or
+    several joined by commas).
 
     Each point is a DP variant (mean ε, mean metric, CI error bars); a mechanism's points of one
-    colour are joined, and each mechanism has its own marker. The same group's runs without DP are
-    a dashed line of its colour; centralized and popularity are gray dotted lines.
+    colour are joined, and each mechanism has its own marker. Points whose noise and ε are a
+    nominal cohort's (`privacy.noise_cohort_size`, simulated) are hollow. The same group's runs
+    without DP are a dashed line of its colour; federated runs without DP outside every group,
+    centralized and popularity are gray lines.
     """
     column = f"{stage}_{metric}"
-    group_column = f"axis_{by}" if f"axis_{by}" in runs else by
-    if group_column not in runs:
-        raise KeyError(f"cannot group by {by!r}: neither a grid axis nor a record column")
+    runs = runs.assign(_group=_group_column(runs, by))
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    federated = runs[~runs["algorithm"].isin(NOT_FEDERATED) & runs[group_column].notna()]
+    federated = runs[~runs["algorithm"].isin(NOT_FEDERATED) & runs["_group"].notna()]
     mechanisms = list(dict.fromkeys(federated[federated["privacy"] != "none"]["privacy"]))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     epsilons: set[float] = set()
-    for index, (group_value, group) in enumerate(federated.groupby(group_column, sort=False)):
+    any_simulated = False
+    for index, (group_value, group) in enumerate(federated.groupby("_group", sort=False)):
         color = colors[index % len(colors)]
         for mechanism, private in group[group["privacy"] != "none"].groupby("privacy", sort=False):
             points = []
             for _, variant in private.groupby("label", sort=False):
                 epsilon = pd.to_numeric(variant["epsilon"], errors="coerce").mean()
                 if not math.isnan(epsilon):
-                    points.append((epsilon, *_mean_band(variant[column])))
                     simulated = variant["simulated"].iloc[0] if "simulated" in variant else None
-                    if isinstance(simulated, str):  # noise and ε of a nominal cohort
-                        axes.annotate(simulated, points[-1][:2], fontsize=7, color=color,
-                                      xytext=(3, 3), textcoords="offset points")
+                    points.append((epsilon, *_mean_band(variant[column]), isinstance(simulated, str)))
             if points:
-                x, y, err = (np.array(v) for v in zip(*sorted(points)))
+                x, y, err, hollow = (np.array(v) for v in zip(*sorted(points)))
                 epsilons.update(np.round(x, 2))
-                axes.errorbar(x, y, yerr=err, color=color, capsize=3, linewidth=1,
-                              marker=MARKERS[mechanisms.index(mechanism) % len(MARKERS)])
+                marker = MARKERS[mechanisms.index(mechanism) % len(MARKERS)]
+                axes.errorbar(x, y, yerr=err, color=color, capsize=3, linewidth=1, linestyle="-",
+                              marker="none")
+                for filled, face in ((False, color), (True, "white")):
+                    chosen = hollow == filled
+                    axes.plot(x[chosen], y[chosen], linestyle="none", marker=marker,
+                              color=color, markerfacecolor=face)
+                any_simulated |= bool(hollow.any())
         public = group[group["privacy"] == "none"]
         if not public.empty:
             axes.axhline(_mean_band(public[column])[0], linestyle="--", color=color, linewidth=1)
@@ -96,18 +118,29 @@ def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "part
     for mechanism in mechanisms:
         axes.plot([], [], color="black", linestyle="none", label=mechanism,
                   marker=MARKERS[mechanisms.index(mechanism) % len(MARKERS)])
-    _reference_lines(axes, runs, column, at=0.0)
+    if any_simulated:
+        axes.plot([], [], color="black", linestyle="none", marker="o", markerfacecolor="white",
+                  label="hollow: noise and ε of a\nnominal cohort (simulated)")
+    ungrouped = runs[~runs["algorithm"].isin(NOT_FEDERATED) & runs["_group"].isna()
+                     & (runs["privacy"] == "none")]
+    _reference_lines(axes, runs, column, at=0.0, extra=ungrouped)
     axes.set_xscale("log")
     if epsilons:
         axes.set_xticks(sorted(epsilons), [f"{e:g}" for e in sorted(epsilons)])
         axes.minorticks_off()
+    groups = " × ".join(name.strip() for name in by.split(","))
     return _finish(figure, axes, "ε (log scale)", f"{stage} {metric}",
-                   f"{stage.capitalize()} {metric} vs ε by {by} (dashed: same {by} without DP)")
+                   f"{stage.capitalize()} {metric} vs ε by {groups}\n(dashed: same {groups} without DP)")
 
 
-def _reference_lines(axes: plt.Axes, runs: pd.DataFrame, column: str, at: float) -> None:
-    """Gray dotted lines at the mean `column` of the variants without rounds, labelled at x = `at`."""
-    for label, group in runs[runs["algorithm"].isin(NOT_FEDERATED)].groupby("label", sort=False):
+def _reference_lines(axes: plt.Axes, runs: pd.DataFrame, column: str, at: float,
+                     extra: Optional[pd.DataFrame] = None) -> None:
+    """Gray dotted lines at the mean `column` of the variants without rounds (and of the runs in
+    `extra`), labelled at x = `at`."""
+    references = runs[runs["algorithm"].isin(NOT_FEDERATED)]
+    if extra is not None:
+        references = pd.concat([references, extra])
+    for label, group in references.groupby("label", sort=False):
         if column in group:
             level = _mean_band(group[column])[0]
             axes.axhline(level, linestyle=":", color="gray", linewidth=1)
@@ -118,7 +151,7 @@ def _reference_lines(axes: plt.Axes, runs: pd.DataFrame, column: str, at: float)
 def _finish(figure: plt.Figure, axes: plt.Axes, xlabel: str, ylabel: str, title: str) -> plt.Figure:
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
-    axes.set_title(title)
+    axes.set_title(title, fontsize=10)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes.grid(alpha=0.3)
     figure.tight_layout()
