@@ -8,7 +8,10 @@ same untrained SASRec (`models.build_model`; ranks of random weights cost what t
   evaluate batches of 1,024 users (the runner's call then), scored 512 at a time. Slow: by default
   it runs on the first `--before-users` users only, and its time is scaled per 10^5 users.
 - after: `tff_rec.evaluation.evaluate` as the runner calls it (batch_size 512, memory cap 512 MiB),
-  with the default 100 uniform sampled negatives, and with none (full ranking only).
+  with the default 100 uniform sampled negatives (`uniform_negatives`: O(num_negatives + history)
+  per user), with none (full ranking only), and with 100 negatives ∝ training popularity
+  (`negative_sampling = "popularity"`: the Gumbel-top-k sampler, O(V) per user, which uniform
+  sampling also used before the per-user sampler).
 - plain floor: a plain tf.function of the same model's last-position logits and NumPy full ranks
   (history masked, ties pessimistic), no protocol code; compare it with "after, full only".
 
@@ -16,8 +19,9 @@ Reported per row: users, wall s, s per 10^5 users, the time spent building input
 timed separately), the peak RSS while the row ran (VmHWM reset before it) and how far above the
 resident memory at its start it went, and the time per user relative to the floor. Every scorer
 is traced before it is timed.
-The after and plain rows must agree on the full-ranking metrics and the before and after rows
-on every metric (checked: "same" column). Not a test: nothing asserts a time.
+The after and plain rows must agree on the full-ranking metrics, and so must the before and
+after rows on the same users (checked: "same" column; their sampled metrics differ, as uniform
+negatives are drawn by another sampler since). Not a test: nothing asserts a time.
 
     uv run python benchmarks/evaluation_speed.py                       # synthetic 10^5 users
     uv run python benchmarks/evaluation_speed.py --items 300 20000 --games data/external/Video.txt
@@ -166,6 +170,14 @@ def measure(name: str, split: LeaveOneOutSplit, args: argparse.Namespace,
                 lambda b: evaluation.score_last_position(model, b, 512), split, "test",
                 num_negatives=negatives, rng=np.random.default_rng(0), batch_size=512, **common),
             lambda: evaluation.evaluation_inputs(split, "test", args.max_len)))
+    popularity = evaluation.popularity_scores(split.train, num_items).astype(np.float64)
+    after.append(timed(
+        "after, popularity negatives", all_users,
+        lambda: evaluation.evaluate(
+            lambda b: evaluation.score_last_position(model, b, 512), split, "test",
+            num_negatives=100, rng=np.random.default_rng(0), batch_size=512,
+            **{**common, "negative_sampling": "popularity"}, item_popularity=popularity),
+        lambda: evaluation.evaluation_inputs(split, "test", args.max_len)))
     if small is not split:  # the before path's users, to compare metrics
         after.insert(0, timed(
             "after (before's users)", small_users,
@@ -186,13 +198,19 @@ def measure(name: str, split: LeaveOneOutSplit, args: argparse.Namespace,
         lambda: before.evaluation_inputs(small, "test", args.max_len))
     rows = [before_row, *after, floor_row]
     floor = rows[-1]
-    same_users = rows[1] if small is not split else rows[-3]
+    same_users = rows[1] if small is not split else rows[-4]
     for row in rows:
         row["dataset"], row["columns"] = name, num_items + 1
         row["vs_floor"] = round(row["s_per_1e5_users"] / floor["s_per_1e5_users"], 2)
-    rows[0]["same"] = rows[0]["metrics"] == same_users["metrics"]
-    full = {k: v for k, v in rows[-3]["metrics"].items() if not k.startswith("sampled_") and k != "users"}
-    rows[-2]["same"] = {k: rows[-2]["metrics"][k] for k in full} == full
+
+    def full_of(metrics: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in metrics.items() if not k.startswith("sampled_") and k != "users"}
+
+    # rows: before, [after (before's users)], after, after full only, after popularity, floor
+    rows[0]["same"] = full_of(rows[0]["metrics"]) == full_of(same_users["metrics"])
+    full = full_of(rows[-3]["metrics"])  # after, full only
+    rows[-4]["same"] = full_of(rows[-4]["metrics"]) == full  # after, uniform negatives
+    rows[-2]["same"] = full_of(rows[-2]["metrics"]) == full  # after, popularity negatives
     rows[-1]["same"] = {k: floor["metrics"][k] for k in full} == full
     return rows
 

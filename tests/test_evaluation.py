@@ -110,6 +110,103 @@ def test_popularity_sampling_follows_weights() -> None:
     assert frequencies[0] == frequencies[5] == frequencies[6] == 0
 
 
+def _uniform_rows(num_columns: int, n: int, seed: int, history: int) -> tuple[np.ndarray, ev.Exclusions]:
+    """n random targets and histories of up to `history` items (repeats and the target included)."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(1, num_columns, size=n)
+    lengths = rng.integers(0, history + 1, size=n)
+    exclude = ev.Exclusions(
+        rng.integers(1, num_columns, size=int(lengths.sum())), np.concatenate([[0], np.cumsum(lengths)])
+    )
+    return targets, exclude
+
+
+@pytest.mark.parametrize("num_columns, history", [(2_001, 40), (61, 30), (12, 11)])
+def test_uniform_negatives_are_distinct_candidates(num_columns: int, history: int) -> None:
+    # 2,001 columns: the rejection path; 61 with up to 30 history items: both paths (fewer than
+    # 2 × 20 or than half the items left); 12: the fallback, every row short (padded with 0).
+    k = 20
+    targets, exclude = _uniform_rows(num_columns, 300, seed=num_columns, history=history)
+    seeds = ev.row_seeds(np.random.default_rng(0), len(targets))
+    negatives = ev.uniform_negatives(num_columns, targets, exclude, seeds, k)
+    assert negatives.shape == (300, k) and negatives.dtype == np.int64
+    candidates = ev.candidate_mask(num_columns, targets, exclude)
+    for row, allowed in zip(negatives, candidates):
+        drawn = row[row != 0]
+        assert len(set(drawn.tolist())) == len(drawn) == min(k, allowed.sum())  # distinct, all used
+        assert allowed[drawn].all() and ((drawn >= 1) & (drawn < num_columns)).all()
+        assert (row[len(drawn):] == 0).all()  # padding only in the unused slots at the end
+    counts = candidates.sum(axis=1)
+    small = (counts < 2 * k) | (2 * counts < num_columns - 1)
+    assert small.any() == (num_columns < 2_001) and (~small).any() == (num_columns > 12)
+
+
+def _chi_square(samples: np.ndarray, cells: int) -> float:
+    """Pearson's statistic of the rows of samples (sorted tuples) against equal frequencies."""
+    _, counts = np.unique(np.sort(samples, axis=1), axis=0, return_counts=True)
+    expected = len(samples) / cells
+    missing = cells - len(counts)  # cells never drawn contribute their whole expectation
+    return float(((counts - expected) ** 2 / expected).sum() + missing * expected)
+
+
+@pytest.mark.parametrize(
+    "num_columns, excluded, k, n",
+    [(21, [5, 7, 11, 5], 4, 20_000), (13, [4], 8, 4_000)],  # rejection path; fallback path
+)
+def test_uniform_negatives_are_uniform_subsets(num_columns: int, excluded, k: int, n: int) -> None:
+    """Every k-subset of a row's candidates equally likely: chi-square over all subsets."""
+    target = 3
+    candidates = sorted(set(range(1, num_columns)) - set(excluded) - {target})
+    cells = math.comb(len(candidates), k)  # 1,820 subsets of 16; 45 of 10
+    assert (len(candidates) < 2 * k) == (num_columns == 13)  # the second case falls back
+    exclude = ev.Exclusions.from_arrays([np.array(excluded)] * n)
+    seeds = ev.row_seeds(np.random.default_rng(11), n)
+    negatives = ev.uniform_negatives(num_columns, np.full(n, target), exclude, seeds, k)
+    assert np.isin(negatives, candidates).all()
+    bound = cells + 6 * math.sqrt(2 * cells)  # df = cells - 1: mean ≈ cells, sd ≈ sqrt(2 cells)
+    assert _chi_square(negatives, cells) < bound
+    # Each item's frequency too (k / c of the rows).
+    frequencies = np.bincount(negatives.ravel(), minlength=num_columns)[candidates] / n
+    np.testing.assert_allclose(frequencies, k / len(candidates), atol=0.03)
+    # The bound has power: a 20% tilt towards even items (weighted Gumbel draws) fails it.
+    weights = np.array([0.0] + [1.2 if i % 2 == 0 else 1.0 for i in range(1, num_columns)])
+    biased = ev.sample_negatives(
+        np.full(n, target), weights, k, np.random.default_rng(11), [np.array(excluded)] * n
+    )
+    assert _chi_square(biased, cells) > bound
+
+
+def test_uniform_negatives_do_not_depend_on_batches_or_first_pass_length(monkeypatch) -> None:
+    num_columns, k = 301, 100  # histories up to 120 of 300 items: some rows fall back
+    targets, exclude = _uniform_rows(num_columns, 500, seed=5, history=120)
+    seeds = ev.row_seeds(np.random.default_rng(4), len(targets))
+    counts = ev.candidate_mask(num_columns, targets, exclude).sum(axis=1)
+    assert (counts < 2 * k).any() and (counts >= 2 * k).any()  # both paths
+    whole = ev.uniform_negatives(num_columns, targets, exclude, seeds, k)
+    parts = [
+        ev.uniform_negatives(num_columns, targets[a:b], exclude[a:b], seeds[a:b], k)
+        for a, b in [(0, 1), (1, 77), (77, 300), (300, 500)]
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    np.testing.assert_array_equal(whole, ev.uniform_negatives(num_columns, targets, exclude, seeds, k))
+    # A first pass of 1 draw per row: every row comes up short and is redrawn longer (doubling).
+    monkeypatch.setattr(ev, "_initial_draws", lambda candidates, items, k: 1)
+    np.testing.assert_array_equal(ev.uniform_negatives(num_columns, targets, exclude, seeds, k), whole)
+    other = ev.uniform_negatives(num_columns, targets, exclude, seeds + np.uint64(1), k)
+    assert (other != whole).any(axis=1).mean() > 0.9  # other seeds, other negatives
+
+
+def test_uniform_sampling_uses_the_per_row_sampler() -> None:
+    """sample_negatives with equal weights = uniform_negatives with rng's row seeds."""
+    targets, exclude = _uniform_rows(500, 50, seed=6, history=20)
+    negatives = ev.sample_negatives(targets, np.ones(500), 30, np.random.default_rng(8), exclude)
+    seeds = ev.row_seeds(np.random.default_rng(8), 50)
+    np.testing.assert_array_equal(negatives, ev.uniform_negatives(500, targets, exclude, seeds, 30))
+    with pytest.raises(ValueError, match="outside"):
+        ev.uniform_negatives(10, np.array([1]), ev.Exclusions.from_arrays([np.array([10])]),
+                             seeds[:1], 3)
+
+
 def test_sampled_metrics_are_seeded() -> None:
     scores = np.random.default_rng(3).normal(size=(40, 30))
     targets = np.arange(40) % 29 + 1
@@ -323,6 +420,8 @@ def test_batch_rows_follow_the_memory_cap() -> None:
     assert ev.batch_rows(23_716, batch_size=100_000) == 2**29 // (23_716 * ev.BYTES_PER_SCORE) == 565
     assert ev.batch_rows(10**6, 512) == 13
     assert ev.batch_rows(10**9, 512) == 1
+    # Uniform sampling or none: 16 bytes a score, 1,414 rows on Games.
+    assert ev.batch_rows(23_716, 100_000, bytes_per_score=ev.BYTES_PER_SCORE_UNIFORM) == 1_414
     with pytest.raises(ValueError, match="memory_cap"):
         ev.batch_rows(10, 5, memory_cap=0)
     with pytest.raises(ValueError, match="batch_size"):
@@ -352,29 +451,34 @@ def test_bounded_batches_give_the_metrics_of_one_unbounded_batch(sampling: str) 
 
     users = len(split.evaluation_users())
     unbounded, one = run(batch_size=users, memory_cap=2**40)
-    cap = 25 * (num_items + 1) * ev.BYTES_PER_SCORE + 1  # 25 rows fit, 26 do not
+    per_score = ev.BYTES_PER_SCORE_UNIFORM if sampling == "uniform" else ev.BYTES_PER_SCORE
+    cap = 25 * (num_items + 1) * per_score + 1  # 25 rows fit, 26 do not
     bounded, several = run(batch_size=users, memory_cap=cap)
     assert one == [users] and set(several[:-1]) == {25} and sum(several) == users
-    assert bounded == unbounded  # exactly: same ranks, same negatives drawn from one stream
+    assert bounded == unbounded  # exactly: same ranks, same negatives (per-user or one stream)
     assert unbounded["users"] == users
     _, inputs, targets, exclude = ev.evaluation_inputs(split, "test", max_len)
     full = ev.ranking_metrics(score(inputs), targets, (1, 10, 50), list(exclude))
     assert {k: v for k, v in unbounded.items() if k in full} == full  # as the candidate-mask path
 
 
-def test_bounded_batches_stay_within_the_cap() -> None:
+@pytest.mark.parametrize("sampling, rows", [("uniform", 26), ("popularity", 10)])
+def test_bounded_batches_stay_within_the_cap(sampling: str, rows: int) -> None:
     """NumPy's allocations (traced by tracemalloc) of a whole evaluation stay under the cap."""
     import tracemalloc
 
     num_items = 20_000
     split = _random_split(200, num_items, seed=3)
     score = _embedding_scores(num_items)
+    popularity = ev.popularity_scores(split.train, num_items).astype(float) + 1
     cap = 8 * 2**20
-    assert ev.batch_rows(num_items + 1, 512, cap) == 10
+    per_score = ev.BYTES_PER_SCORE_UNIFORM if sampling == "uniform" else ev.BYTES_PER_SCORE
+    assert ev.batch_rows(num_items + 1, 512, cap, per_score) == rows
     tracemalloc.start()
     try:
         ev.evaluate(
-            score, split, "test", 8, num_negatives=100, rng=np.random.default_rng(0), memory_cap=cap
+            score, split, "test", 8, num_negatives=100, negative_sampling=sampling,
+            rng=np.random.default_rng(0), item_popularity=popularity, memory_cap=cap,
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -248,6 +248,16 @@ def _row_streams(seeds: np.ndarray, length: int) -> np.ndarray:
     return z
 
 
+def _initial_draws(candidates: np.ndarray, items: int, k: int) -> int:
+    """Draws per row of a first rejection pass: the largest expected number needed to keep k of
+    c candidates among `items` (items × (H(c) − H(c − k)) ≈ items × ln((c + ½) / (c − k + ½))),
+    plus 4 standard deviations of the rejections and 8. Short rows are redrawn longer, so this
+    sets the cost only, never the negatives."""
+    c = np.asarray(candidates, np.float64)
+    expected = float(np.max(items * np.log((c + 0.5) / (c - k + 0.5))))
+    return int(np.ceil(expected + 4 * np.sqrt(max(expected - k, 0.0)) + 8))
+
+
 def uniform_negatives(
     num_columns: int,
     targets: np.ndarray,
@@ -307,11 +317,7 @@ def uniform_negatives(
             among = among[np.sort(np.argpartition(keys, k - 1)[:k])]
         negatives[row, : len(among)] = among
     todo = np.flatnonzero(~small)
-    if todo.size:
-        # Expected draws for k kept of c candidates among `items`: items × (H(c) - H(c - k)).
-        c = candidates[todo].astype(np.float64)
-        expected = float(np.max(items * np.log((c + 0.5) / (c - k + 0.5))))
-        length = int(np.ceil(expected + 4 * np.sqrt(max(expected - k, 0.0)) + 8))
+    length = _initial_draws(candidates[todo], items, k) if todo.size else 0
     limit = (2**64 // items) * items  # values >= limit are rejected: exact uniform residues
     while todo.size:
         stream = _row_streams(seeds[todo], length)
@@ -320,13 +326,16 @@ def uniform_negatives(
         keys = todo[:, None] * num_columns + draws
         found = np.minimum(np.searchsorted(forbidden, keys), len(forbidden) - 1)
         valid &= forbidden[found] != keys
-        # Repeats: within a row, a valid draw equal to an earlier valid one (stable sort by item).
-        unique = np.where(valid, draws, -1 - np.arange(length)[None, :])
-        order = np.argsort(unique, axis=1, kind="stable")
-        ordered = np.take_along_axis(unique, order, axis=1)
-        repeat = np.zeros(stream.shape, bool)
-        repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-        np.put_along_axis(valid, order, np.take_along_axis(valid, order, axis=1) & ~repeat, axis=1)
+        # Repeats: within a row, a valid draw equal to an earlier valid one. Codes item × length +
+        # position (invalid draws: negative) sorted per row put a row's copies of an item next to
+        # each other, earliest first; every copy after the first is invalid.
+        positions = np.arange(length)
+        code = np.where(valid, draws * length + positions, -1 - positions)
+        code.sort(axis=1)
+        copy_rows, copy_columns = np.nonzero(
+            (code[:, 1:] >= 0) & (code[:, 1:] // length == code[:, :-1] // length)
+        )
+        valid[copy_rows, code[copy_rows, copy_columns + 1] % length] = False
         kept = np.cumsum(valid, axis=1)
         done = kept[:, -1] >= k
         chosen = valid[done] & (kept[done] <= k)
