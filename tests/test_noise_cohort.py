@@ -8,8 +8,6 @@ their hashes and records; a run with them is marked as simulated.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,37 +16,18 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rec import checks, cli, spec
+from tff_rec import checks, cli, runtime, spec
 from tff_rec.privacy import accounting, mechanisms, nominal
 from tff_rec.training import federated
 
 DIM = 20_000
 
 
-def _worker_children() -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if comm == "worker_binary" and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
-            found.append(int(entry))
-    return found
-
-
 @pytest.fixture(scope="module", autouse=True)
 def stop_tff_worker():
-    """TFF's worker outlives Python: stop the ones this module started (as test_privacy_mechanisms)."""
+    """TFF's worker outlives Python: stop the ones this module started."""
     yield
-    for pid in _worker_children():
-        try:
-            os.kill(pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
+    runtime.stop_workers()
 
 
 def _noised_average(query, clients: int, dim: int = DIM) -> np.ndarray:
