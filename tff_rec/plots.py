@@ -102,7 +102,7 @@ def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "part
                     points.append((epsilon, *_mean_band(variant[column]), isinstance(simulated, str)))
             if points:
                 x, y, err, hollow = (np.array(v) for v in zip(*sorted(points)))
-                epsilons.update(np.round(x, 2))
+                epsilons.update(float(f"{e:.2g}") for e in x)  # ticks: 7.99 and 8 are one
                 marker = MARKERS[mechanisms.index(mechanism) % len(MARKERS)]
                 axes.errorbar(x, y, yerr=err, color=color, capsize=3, linewidth=1, linestyle="-",
                               marker="none")
