@@ -527,7 +527,7 @@ values = [{ "privacy.mechanism" = "none" },
     study = write_study(tmp_path, "grid", {"centralized": '"algorithm.name" = "centralized"'}, rounds=2)
     study.write_text(study.read_text().replace("[data]", axes + "[data]", 1))
     out = tmp_path / "results"
-    assert cli.main(["study", str(study), "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
+    assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 0
     text = execute_notebook("04_partition_x_privacy.ipynb", TFF_REC_RESULTS=str(out / "grid"))
     assert "| partition \\ privacy | none | gaussian(ε=20) |" in text
     assert "iid(K=12, m=3)" in text and "best private cell" in text

@@ -50,11 +50,20 @@ def the_run(out: Path) -> Path:
     return run
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, as a terminal's command gets it.
+    A test session started in the background of a non-interactive shell (`cmd &`) ignores
+    SIGINT, an ignored signal stays ignored across exec, and the command would then rightly
+    ignore the Ctrl-C these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def command(*args: str, session: bool = False) -> subprocess.Popen:
     """`tff-rec args` in a child process (`session`: leading its own process group)."""
     executable = shutil.which("tff-rec") or str(Path(sys.executable).parent / "tff-rec")
     return subprocess.Popen([executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=session)
+                            stderr=subprocess.PIPE, text=True, start_new_session=session,
+                            preexec_fn=_default_sigint)
 
 
 def wait_for(condition, child: subprocess.Popen | None = None, timeout: float = 240) -> None:
