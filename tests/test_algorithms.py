@@ -15,9 +15,6 @@ import tensorflow_federated as tff
 
 from tff_rec import aggregation, algorithms, communication, runtime
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_algorithms")
-
 IN, OUT = 5, 2
 PARAMS = IN * OUT + OUT  # kernel + bias
 CLIENT = {"optimizer": "sgd", "learning_rate": 0.1, "local_epochs": 1, "batch_size": 4}

@@ -15,9 +15,6 @@ from tff_rec import aggregation, algorithms, models, runtime
 from tff_rec.privacy import mechanisms
 from tff_rec.training import cardinality, processes
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_cardinality")
-
 ITEMS, MAX_LEN = 20, 6
 CLIENT = {"optimizer": "sgd", "learning_rate": 0.5, "local_epochs": 1, "batch_size": 2}
 SERVER = {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.0}

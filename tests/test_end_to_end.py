@@ -20,9 +20,6 @@ import pytest
 
 from tff_rec import cli, record, runtime, spec, stale
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_end_to_end")
-
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """
 name = "tiny"

@@ -25,9 +25,6 @@ from test_end_to_end import ROOT, metric_rows, task_text
 from tff_rec import cli, record, runner, runtime
 from tff_rec.training import checkpoints
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_faults")
-
 ROUNDS = 6
 CENTRALIZED = ["--set", "algorithm.name=centralized", "--set", "algorithm.centralized.epochs=6",
                "--set", "algorithm.centralized.optimizer=adam", "--set", "run.checkpoint_every=2"]

@@ -9,9 +9,6 @@ import tensorflow as tf
 
 from tff_rec import models, runtime
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_models")
-
 SMALL = dict(embedding_dim=8, num_blocks=1, num_heads=2, max_len=6, dropout=0.0)
 
 

@@ -13,9 +13,6 @@ import pytest
 from tff_rec import cli, evaluation, models, runner, runtime, spec
 from tff_rec.prepare import prepare
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_models_training")
-
 TASK = """
 [data]
 dataset = "synthetic"

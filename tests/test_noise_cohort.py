@@ -20,9 +20,6 @@ from tff_rec import checks, cli, runtime, spec
 from tff_rec.privacy import accounting, mechanisms, nominal
 from tff_rec.training import federated
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_noise_cohort")
-
 DIM = 20_000
 
 

@@ -23,9 +23,6 @@ from tff_rec.data.errors import DataError
 from tff_rec.data.types import Interactions, events_frame
 from tff_rec.partition import partition, store
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_population_scale")
-
 USERS = 20_000  # the reduced population of the end-to-end test
 
 

@@ -19,9 +19,6 @@ from tff_rec.privacy.aggregator import QueryAggregatorFactory, StateLayout, with
 from tff_rec.privacy.mechanisms import MECHANISMS, build_aggregator, mix_seed, validate_params
 from tff_rec.privacy.queries import SeededGaussianSumQuery
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_privacy_mechanisms")
-
 DIM = 10_000
 CLIENTS = 4
 

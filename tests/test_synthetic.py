@@ -10,9 +10,6 @@ import pytest
 from tff_rec.data import DataError, generate, leave_one_out, load, to_sequences
 from tff_rec.data.synthetic import DEFAULT_SIZES
 
-# One xdist worker runs this module: its module- and session-scoped fixtures are built once.
-pytestmark = pytest.mark.xdist_group("test_synthetic")
-
 
 @pytest.fixture(scope="module")
 def default_log():
