@@ -54,12 +54,12 @@ def _validation_users(task: TaskSpec, seed: int, data: PreparedData) -> np.ndarr
     )
 
 
-def _evaluator(task: TaskSpec, seed: int, data: PreparedData):
-    """evaluate(score_fn, stage, round): validation on `_validation_users`, test on all users,
-    in memory-bounded batches of at most `evaluation.batch_size` users."""
+def _evaluator(task: TaskSpec, seed: int, data: PreparedData, validation_users: np.ndarray):
+    """evaluate(score_fn, stage, round): validation on `validation_users` (`_validation_users`),
+    test on all users, in memory-bounded batches of at most `evaluation.batch_size` users."""
     section = task["evaluation"]
-    sample = _validation_users(task, seed, data)
-    users = {"validation": sample if section.get("validation_users") else None, "test": None}
+    sampled = section.get("validation_users") is not None
+    users = {"validation": validation_users if sampled else None, "test": None}
 
     def evaluate(score_fn: ScoreFn, stage: str, round_number: int) -> dict[str, float]:
         rng = np.random.default_rng(
@@ -160,6 +160,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
     wall, cpu = time.perf_counter(), time.process_time()
     usage.reset_peak()
     rows: list[dict[str, Any]] = []
+    validation_users = _validation_users(task, seed, data)
     total_rounds = _planned_rounds(task)
     with RunProgress(f"{task.name} · seed {seed}", total_rounds, enabled=progress) as bar:
 
@@ -175,7 +176,8 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
 
         context = RunContext(
             task=task, seed=seed, data=data, run_dir=directory, cache_dir=cache_dir,
-            evaluate=_evaluator(task, seed, data), report=report, completed_rows=rows,
+            evaluate=_evaluator(task, seed, data, validation_users), report=report,
+            completed_rows=rows,
         )
         worker = {"worker_cpu_seconds": 0.0, "worker_peak_rss_mb": 0.0}
         try:
@@ -206,7 +208,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         # evaluated: test users (all with held-out items); validated: the users validation ranks
         # (a seeded sample of them with `evaluation.validation_users`).
         "users": {"train": int(len(data.split.train)), "evaluated": int(test.get("users", 0)),
-                  "validated": int(len(_validation_users(task, seed, data)))},
+                  "validated": int(len(validation_users))},
         "items": data.num_items,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
