@@ -126,7 +126,7 @@ def _without(hparams: models.CommonHParams, *keys: str, **changes: object) -> di
 @pytest.mark.parametrize(
     "name, hparams, message",
     [
-        ("sasrec", {"size": "huge"}, "model.size must be one of tiny, small, base, large. Found 'huge'."),
+        ("sasrec", {"size": "huge"}, "model.size must be one of tiny, small, base, large, paper. Found 'huge'."),
         ("bert4rec", {"loss": "bpr"}, "model.loss must be one of softmax, sampled_softmax, bce, gbce. Found 'bpr'."),
         ("sasrec", {"size": "large", "num_heads": 3}, "model.num_heads must divide model.embedding_dim. Found 512 and 3."),
         ("bert4rec", {"mask_rate": 0.0}, "model.mask_rate must be in (0, 1]. Found 0."),

@@ -98,6 +98,7 @@ LIST = (list,)
 OPTIONAL_STR = (str, type(None))
 OPTIONAL_FLOAT = (float, int, type(None))
 OPTIONAL_INT = (int, type(None))
+BOOL = (bool,)
 
 OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad", "yogi")  # tff.learning.optimizers
 KERAS_OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad")  # centralized training (Keras has no Yogi)
@@ -114,10 +115,17 @@ ALGORITHMS = FEDERATED_ALGORITHMS + ("centralized", "popularity")
 # params, model hparams, privacy params) are validated against their registries in `_resolve`.
 SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
-        "dataset": Field(STR, "synthetic", doc="synthetic | movielens-100k | movielens-1m | movielens-20m | sequences"),
+        "dataset": Field(STR, "synthetic", doc="synthetic | movielens-100k | movielens-1m | movielens-20m | sequences | amazon | steam | lastfm-1k"),
         "path": Field(OPTIONAL_STR, None, doc="local folder or file for real datasets"),
-        "min_user_interactions": Field(INT, 5, non_negative, "k-core: users with fewer are dropped"),
-        "min_item_interactions": Field(INT, 5, non_negative, "k-core: items with fewer are dropped"),
+        # Absent (None): the dataset's own default, filled in at load (`_fill_data_defaults`).
+        "min_user_interactions": Field(
+            OPTIONAL_INT, None, non_negative,
+            "k-core: users with fewer are dropped (default: 5 for raw logs, 0 for pre-filtered files)",
+        ),
+        "min_item_interactions": Field(
+            OPTIONAL_INT, None, non_negative,
+            "k-core: items with fewer are dropped (default: 5 for raw logs, 0 for pre-filtered files)",
+        ),
     },
     "partition": {
         "scheme": Field(STR, "natural", doc="how users are grouped into clients"),
@@ -209,6 +217,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
             "validate on a seeded sample of N users, the same at every validation (absent: all; test: all)",
             hashed_at_default=False,
         ),
+        "test_curve": Field(
+            BOOL, False, None,
+            "also rank the test users at every validation (test_* columns: a learning curve, "
+            "never used to choose anything)",
+            hashed_at_default=False,
+        ),
     },
     "aggregation": {
         "method": Field(
@@ -268,7 +282,7 @@ class TaskSpec:
 # Registry parameters added after tasks were first hashed: left out of the hash at these values.
 UNHASHED_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"size": "base", "loss": "softmax", "num_sampled": 100, "num_negatives": 1,
-              "gbce_t": 0.75},
+              "gbce_t": 0.75, "scale_embeddings": None},
 }
 
 
@@ -371,12 +385,13 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "integer", float: "number", str: "string", list: "list", type(None): "absent"}
+    names = {int: "integer", float: "number", str: "string", list: "list", type(None): "absent",
+             bool: "true or false"}
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
 
 
 def _check_value(source: str, key: str, value: Any, field: Field) -> Any:
-    is_bool = isinstance(value, bool)
+    is_bool = isinstance(value, bool) and bool not in field.types  # a bool is an int to Python
     if is_bool or not isinstance(value, field.types):
         raise SpecError(
             f"{source}: key '{key}' must be a {_type_name(field.types)}. Found {value!r}."
@@ -481,6 +496,8 @@ def resolve_task(raw: Mapping[str, Any], source: str = "<memory>") -> TaskSpec:
     for section in SCHEMA:
         table = _sub_table(raw, section, source)
         sections[section] = _resolve_section(source, section, table)
+        if section == "data":
+            _fill_data_defaults(sections[section])
     name = raw.get("name", Path(source).stem if source != "<memory>" else "task")
     description = raw.get("description", "")
     for key, value in (("name", name), ("description", description)):
@@ -495,6 +512,17 @@ def resolve_task(raw: Mapping[str, Any], source: str = "<memory>") -> TaskSpec:
     _check_nominal_cohort(source, sections)
     _check_noise_choice(source, _sub_table(raw, "privacy", source), sections)
     return TaskSpec(name=name, description=description, sections=sections, source=source)
+
+
+def _fill_data_defaults(data: dict[str, Any]) -> None:
+    """The k-core thresholds a task leaves unset: the dataset's own (a pre-filtered file is not
+    filtered again). Filled in, so records and hashes hold the numbers that were used."""
+    from tff_rec.data import sources
+
+    defaults = sources.default_min_interactions(data["dataset"])
+    for key, default in zip(("min_user_interactions", "min_item_interactions"), defaults):
+        if data[key] is None:
+            data[key] = default
 
 
 # Mechanisms whose noise multiplier sets ε: the task must choose it, or the ε to calibrate it to.

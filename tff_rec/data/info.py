@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from tff_rec.data.preprocess import to_sequences
-from tff_rec.data.sources import load, source_params
+from tff_rec.data.sources import default_min_interactions, load, source_params
 from tff_rec.data.types import Interactions, SequenceData
 
 STATISTICS = (
@@ -26,10 +26,14 @@ def info(
     name: str,
     path: Optional[Union[str, Path]],
     params: Optional[Mapping[str, Any]],
-    min_user_interactions: int,
-    min_item_interactions: int,
+    min_user_interactions: Optional[int] = None,
+    min_item_interactions: Optional[int] = None,
 ) -> dict[str, Any]:
-    """Load, preprocess and describe a dataset; the dict also records what was asked for."""
+    """Load, preprocess and describe a dataset; the dict also records what was asked for.
+    Thresholds left None are the dataset's defaults (`sources.default_min_interactions`)."""
+    default_users, default_items = default_min_interactions(name)
+    min_user_interactions = default_users if min_user_interactions is None else min_user_interactions
+    min_item_interactions = default_items if min_item_interactions is None else min_item_interactions
     interactions = load(name, path, params)
     data = to_sequences(interactions, min_user_interactions, min_item_interactions)
     return {
@@ -64,11 +68,13 @@ def format_info(summary: Mapping[str, Any]) -> str:
     title = []
     if "dataset" in summary:
         params = ", ".join(f"{key}={value}" for key, value in summary["params"].items())
-        title = [
-            f"dataset {summary['dataset']}{f' ({params})' if params else ''}; filtered keeps "
-            f"users with at least {summary['min_user_interactions']} and items with at least "
-            f"{summary['min_item_interactions']} interactions"
-        ]
+        users, items = summary["min_user_interactions"], summary["min_item_interactions"]
+        kept = (
+            "not filtered (k-core 0/0: the file is used as it is)" if max(users, items) <= 1
+            else f"filtered keeps users with at least {users} and items with at least {items} "
+                 f"interactions"
+        )
+        title = [f"dataset {summary['dataset']}{f' ({params})' if params else ''}; {kept}"]
     return "\n".join([*title, header, *rows])
 
 

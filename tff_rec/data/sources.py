@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
-from tff_rec.data import movielens, sequence_file, synthetic
+from tff_rec.data import amazon, lastfm, movielens, sequence_file, steam, synthetic
 from tff_rec.data.errors import DataError
 from tff_rec.data.types import Interactions
 
@@ -20,6 +20,9 @@ class Source:
     params: every parameter the source accepts, with its default (all are integers).
     check: ``check(**params)`` → (parameter, what is wrong) or None: range checks a task file's
       values get at load, before anything is generated or read.
+    min_interactions: the default k-core (users, items) of ``data.min_user_interactions`` and
+      ``data.min_item_interactions``: 5/5 for raw logs, 0/0 for files that were filtered already
+      (filtering them again would silently change the published dataset).
     """
 
     name: str
@@ -28,6 +31,7 @@ class Source:
     description: str
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     check: Optional[Callable[..., Optional[tuple[str, str]]]] = None
+    min_interactions: tuple[int, int] = (5, 5)
 
 
 SOURCES: dict[str, Source] = {
@@ -67,6 +71,28 @@ SOURCES: dict[str, Source] = {
             sequence_file.load_sequences,
             needs_path=True,
             description="text file of 'user item' lines in time order (SASRec/BERT4Rec data)",
+            min_interactions=(0, 0),  # the SASRec/BERT4Rec files are published already filtered
+        ),
+        Source(
+            "amazon",
+            amazon.load_amazon,
+            needs_path=True,
+            description="Amazon reviews 2014/2018: reviews_<Cat>_5.json[.gz], ratings_<Cat>.csv, "
+            "<Cat>_5.json[.gz] or <Cat>.csv (file or folder; meta_<Cat>.json[.gz] optional)",
+        ),
+        Source(
+            "steam",
+            steam.load_steam,
+            needs_path=True,
+            description="Steam reviews (SASRec data): steam_reviews.json[.gz], "
+            "steam_games.json[.gz] optional",
+        ),
+        Source(
+            "lastfm-1k",
+            lastfm.load_lastfm_1k,
+            needs_path=True,
+            description="Last.fm 1K: userid-timestamp-artid-artname-traid-traname.tsv, "
+            "userid-profile.tsv optional",
         ),
     )
 }
@@ -77,6 +103,11 @@ def get_source(name: str) -> Source:
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
     return SOURCES[name]
+
+
+def default_min_interactions(name: str) -> tuple[int, int]:
+    """(users, items): the k-core dataset ``name`` gets when the task sets none."""
+    return get_source(name).min_interactions
 
 
 def source_params(name: str) -> dict[str, Any]:

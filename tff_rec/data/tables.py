@@ -125,19 +125,19 @@ def _raise_first_bad_line(
                 f"{path}:{number}: expected {describe_layout(sep, fields)}, found {len(values)}"
             )
         for name, value in zip(fields, values):
-            if not (_is_int64(value) if name in keep else _is_number(value)):
+            if not (is_int64(value) if name in keep else is_number(value)):
                 kind = "an integer" if name in keep else "a number"
                 raise DataError(f"{path}:{number}: expected {kind} {name}, found '{value}'")
 
 
-def _is_int64(text: str) -> bool:
+def is_int64(text: str) -> bool:
     try:
         return -(2**63) <= int(text) < 2**63
     except ValueError:
         return False
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:

@@ -22,7 +22,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # keras-core prints its backend
 from tff_rec.data.types import PADDING_ITEM
 from tff_rec.models.losses import LOSSES
 
-SIZES = ("tiny", "small", "base", "large")
+SIZES = ("tiny", "small", "base", "large")  # every model's presets; SASRec adds "paper"
 
 
 def positive_int(label: str, value: Any) -> None:
@@ -48,8 +48,9 @@ def one_of(label: str, value: Any, allowed: Any) -> None:
 class CommonHParams:
     """Hyperparameters every model has.
 
-    size: preset (tiny | small | base | large) that fills the size keys left unset (None); an
-      explicit key always wins over the preset. `base` is each model's paper configuration.
+    size: preset (tiny | small | base | large; SASRec also paper) that fills the size keys left
+      unset (None); an explicit key always wins over the preset. `base` has each model's paper
+      dimensions; see the model's class for what else it changes.
     embedding_dim: item embedding and hidden size d (from the preset when unset).
     dropout: dropout rate of the model's layers.
     max_len: input length L; longer histories keep their last L items.
@@ -73,7 +74,7 @@ class CommonHParams:
       others).
     """
 
-    PRESETS: ClassVar[dict[str, dict[str, int]]] = {}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     size: str = "base"
     embedding_dim: Optional[int] = None
@@ -86,7 +87,7 @@ class CommonHParams:
     gbce_t: float = 0.75
 
     def __post_init__(self) -> None:
-        one_of("size", self.size, SIZES)
+        one_of("size", self.size, tuple(self.PRESETS))
         for key, value in self.PRESETS[self.size].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)

@@ -11,29 +11,37 @@ from tff_rec.models.base import CommonHParams, ItemSequenceModel, keras_nlp, pad
 
 @dataclasses.dataclass(frozen=True)
 class SASRecHParams(CommonHParams):
-    """SASRec hyperparameters; `base` and the other defaults follow the paper where it has one.
+    """SASRec hyperparameters.
 
-    Presets (embedding_dim, num_blocks, num_heads): tiny 16/1/1, small 32/1/2, base 50/2/1 (the
-    paper's d = 50, two blocks, one head), large 512/6/8 (the largest that still trains a few
-    federated rounds on a 2-core machine).
+    Presets (embedding_dim, num_blocks, num_heads, feed-forward width, √d item scaling):
+    tiny 16/1/1/2d/no, small 32/1/2/2d/no, base 50/2/1/2d/no (the paper's dimensions with a
+    wider feed-forward, which gives the small models here a little more capacity at low cost),
+    large 512/6/8/2d/no (the largest that still trains a few federated rounds on a 2-core
+    machine), paper 50/2/1/d/yes (Kang & McAuley 2018 exactly; its training settings — dropout
+    0.5 (0.2 on ML-1M), loss bce, Adam β2 0.98, batch 128 — are task keys: see tasks/reproduce/).
     num_blocks: stacked causal self-attention blocks.
     num_heads: attention heads; must divide embedding_dim.
-    intermediate_dim: feed-forward hidden size; None means 2 × embedding_dim (the paper uses
-      d; 2d gives the small models here a little more capacity at low cost).
-    dropout (paper: 0.2 on ML-1M), max_len (paper: 50; 200 on ML-1M), tie_embeddings (as the
-    paper), loss, num_sampled, num_negatives, gbce_t, size: see `CommonHParams`.
+    intermediate_dim: feed-forward hidden size; None means the preset's (2 × embedding_dim,
+      or embedding_dim for paper).
+    scale_embeddings: multiply item embeddings by √embedding_dim before adding the position
+      embeddings, as the paper's code does; None means the preset's.
+    dropout (paper: 0.5; 0.2 on ML-1M), max_len (paper: 50; 200 on ML-1M), tie_embeddings (as
+    the paper), loss, num_sampled, num_negatives, gbce_t, size: see `CommonHParams`.
     """
 
-    PRESETS: ClassVar[dict[str, dict[str, int]]] = {
-        "tiny": {"embedding_dim": 16, "num_blocks": 1, "num_heads": 1},
-        "small": {"embedding_dim": 32, "num_blocks": 1, "num_heads": 2},
-        "base": {"embedding_dim": 50, "num_blocks": 2, "num_heads": 1},
-        "large": {"embedding_dim": 512, "num_blocks": 6, "num_heads": 8},
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"embedding_dim": 16, "num_blocks": 1, "num_heads": 1, "scale_embeddings": False},
+        "small": {"embedding_dim": 32, "num_blocks": 1, "num_heads": 2, "scale_embeddings": False},
+        "base": {"embedding_dim": 50, "num_blocks": 2, "num_heads": 1, "scale_embeddings": False},
+        "large": {"embedding_dim": 512, "num_blocks": 6, "num_heads": 8, "scale_embeddings": False},
+        "paper": {"embedding_dim": 50, "num_blocks": 2, "num_heads": 1, "intermediate_dim": 50,
+                  "scale_embeddings": True},
     }
 
     num_blocks: Optional[int] = None
     num_heads: Optional[int] = None
     intermediate_dim: Optional[int] = None
+    scale_embeddings: Optional[bool] = None
 
     def derive(self) -> None:
         if self.intermediate_dim is None and isinstance(self.embedding_dim, int):
@@ -43,6 +51,10 @@ class SASRecHParams(CommonHParams):
         super().validate()
         for label in ("num_blocks", "num_heads", "intermediate_dim"):
             positive_int(label, getattr(self, label))
+        if not isinstance(self.scale_embeddings, bool):
+            raise ValueError(
+                f"model.scale_embeddings must be true or false. Found {self.scale_embeddings!r}."
+            )
         if self.embedding_dim % self.num_heads:
             raise ValueError(
                 "model.num_heads must divide model.embedding_dim. "
@@ -87,7 +99,11 @@ class SASRec(ItemSequenceModel):
 
     def encode(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
         mask = padding_mask(inputs)
-        x = self.embedding(inputs)
+        if self.hparams.scale_embeddings:  # the paper's code: items × √d, then + positions
+            items = self.embedding.token_embedding(inputs) * self.hparams.embedding_dim ** 0.5
+            x = items + self.embedding.position_embedding(items)
+        else:
+            x = self.embedding(inputs)
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
             x = block(x, decoder_padding_mask=mask, training=training)

@@ -44,8 +44,7 @@ def train_centralized(context: RunContext) -> Outcome:
         order = seeds.round_rng(context.seed, "centralized", epoch).permutation(len(users))
         row = {"round": epoch, "loss": train_epoch(model, inputs[order], targets[order], batch_size)}
         if epoch % every == 0 or epoch == config["epochs"]:
-            metrics = context.evaluate(score_fn, "validation", epoch)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
+            row.update(context.validation_columns(score_fn, epoch))
         context.report(row)
         if epoch % task["run"]["checkpoint_every"] == 0:
             saved.save(None, epoch, context.completed_rows)

@@ -34,6 +34,19 @@ class RunContext:
     report: Callable[..., None]
     completed_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
+    def validation_columns(self, score_fn: ScoreFn, round_number: int) -> dict[str, float]:
+        """The metrics row's validation columns (`val_*`) after round (epoch) `round_number`,
+        and, with `evaluation.test_curve`, the test users' (`test_*`) for a learning curve:
+        nothing is chosen by them."""
+        columns = {
+            f"val_{k}": v
+            for k, v in self.evaluate(score_fn, "validation", round_number).items()
+        }
+        if self.task["evaluation"].get("test_curve"):
+            test = self.evaluate(score_fn, "test", round_number)
+            columns.update({f"test_{k}": v for k, v in test.items()})
+        return columns
+
 
 @dataclasses.dataclass
 class Outcome:

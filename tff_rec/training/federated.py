@@ -310,8 +310,7 @@ def train_federated(context: RunContext) -> Outcome:
         row["seconds"] = round(time.perf_counter() - began, 4)
         if round_number % every == 0 or round_number == algorithm["rounds"]:
             sync_model()
-            metrics = context.evaluate(score_fn, "validation", round_number)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
+            row.update(context.validation_columns(score_fn, round_number))
         context.report(row)
         if round_number % task["run"]["checkpoint_every"] == 0:
             _checkpoint(saved, state, round_number, context)

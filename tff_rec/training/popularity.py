@@ -14,6 +14,6 @@ def train_popularity(context: RunContext) -> Outcome:
         return np.broadcast_to(scores, (len(inputs), scores.shape[0]))
 
     row = {"round": 0}
-    row.update({f"val_{k}": v for k, v in context.evaluate(score_fn, "validation", 0).items()})
+    row.update(context.validation_columns(score_fn, 0))
     context.report(row)
     return Outcome(score_fn=score_fn)
