@@ -7,13 +7,37 @@
 ``info.info`` (load + filter + describe) and ``download.download`` stay in their modules, so
 ``from tff_rec.data import info, download`` gives those modules.
 """
-from tff_rec.data.errors import DataError
-from tff_rec.data.info import describe, format_info
-from tff_rec.data.preprocess import to_sequences
-from tff_rec.data.sources import SOURCES, Source, load, source_params
-from tff_rec.data.split import leave_one_out
-from tff_rec.data.synthetic import generate
-from tff_rec.data.types import PADDING_ITEM, Interactions, LeaveOneOutSplit, SequenceData
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Name → the module that defines it. Imported on first use (PEP 562), so that importing one
+# light module of the package (e.g. ``tff_rec.data.errors`` for the CLI) does not load pandas,
+# numba and every loader.
+_EXPORTS = {
+    "DataError": "errors",
+    "describe": "info",
+    "format_info": "info",
+    "to_sequences": "preprocess",
+    "SOURCES": "sources",
+    "Source": "sources",
+    "load": "sources",
+    "source_params": "sources",
+    "leave_one_out": "split",
+    "generate": "synthetic",
+    "PADDING_ITEM": "types",
+    "Interactions": "types",
+    "LeaveOneOutSplit": "types",
+    "SequenceData": "types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "DataError",
