@@ -1,15 +1,13 @@
-"""The source registry, each file loader on tiny files, their errors, and the download path."""
+"""The source registry, each file loader on tiny files, and their errors (downloads:
+test_data_registry.py)."""
 from __future__ import annotations
 
-import hashlib
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tff_rec.data import SOURCES, DataError, format_info, load, source_params, to_sequences
-from tff_rec.data.download import download
 from tff_rec.data.info import info
 from tff_rec.data.movielens import GENRES_100K
 
@@ -35,12 +33,19 @@ def flags(*genres: int) -> str:
 def test_registry_names_and_params():
     assert list(SOURCES) == [
         "synthetic", "movielens-100k", "movielens-1m", "movielens-20m", "sequences",
+        "sasrec-games", "sasrec-beauty", "sasrec-steam", "sasrec-ml-1m", "amazon", "steam",
+        "lastfm-1k",
     ]
     assert source_params("synthetic") == {
         "seed": 0, "users": 1000, "items": 300, "mean_length": 30, "categories": 10, "groups": 4,
     }
     assert source_params("movielens-1m") == {}
     assert [name for name, source in SOURCES.items() if not source.needs_path] == ["synthetic"]
+    # Published pre-filtered files are not filtered again; raw logs get a 5/5 k-core.
+    assert {name: source.min_interactions for name, source in SOURCES.items()
+            if source.min_interactions != (5, 5)} == {
+        name: (0, 0) for name in ("sequences", "sasrec-games", "sasrec-beauty", "sasrec-steam",
+                                  "sasrec-ml-1m")}
 
 
 def test_unknown_dataset_lists_the_names():
@@ -48,7 +53,8 @@ def test_unknown_dataset_lists_the_names():
         load("movielens-10m", "/tmp", {})
     assert str(error.value) == (
         "unknown dataset 'movielens-10m'; expected one of synthetic, movielens-100k, "
-        "movielens-1m, movielens-20m, sequences"
+        "movielens-1m, movielens-20m, sequences, sasrec-games, sasrec-beauty, sasrec-steam, "
+        "sasrec-ml-1m, amazon, steam, lastfm-1k"
     )
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         source_params("nope")
@@ -334,62 +340,6 @@ def test_info_reports_effective_params():
     assert format_info(result).startswith(
         "dataset synthetic (seed=0, users=40, items=50, mean_length=30, categories=10, groups=4)"
     )
-
-
-# --- download ---------------------------------------------------------------------------
-
-
-def zip_release(folder: Path, archive: str, files: dict[str, str]) -> bytes:
-    """Write ``{archive}.zip`` into folder and return its bytes."""
-    path = folder / f"{archive}.zip"
-    folder.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as bundle:
-        for name, text in files.items():
-            bundle.writestr(f"{archive}/{name}", text)
-    return path.read_bytes()
-
-
-def test_download_offline_says_how_to_use_local_files(tmp_path):
-    with pytest.raises(DataError) as error:
-        download("movielens-1m", tmp_path, base_url="http://127.0.0.1:9/", timeout=5)
-    message = str(error.value)
-    assert message.startswith("could not download http://127.0.0.1:9/ml-1m.zip (")
-    assert "fetch ml-1m.zip elsewhere, unzip it" in message
-    assert "--path on the command line or data.path in a task file" in message
-    assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written left behind
-
-
-def test_download_verifies_published_md5_and_unzips(tmp_path):
-    mirror = tmp_path / "mirror"
-    content = zip_release(mirror, "ml-latest", {"ratings.csv": "userId,movieId,rating,timestamp\n"})
-    md5 = hashlib.md5(content).hexdigest()
-    write(mirror / "ml-latest.zip.md5", f"MD5 (ml-latest.zip) = {md5}\n")
-    cache = tmp_path / "cache"
-    folder = download("movielens-latest", cache, base_url=f"{mirror.as_uri()}/")
-    assert folder == cache / "ml-latest"
-    assert (folder / "ratings.csv").read_text().startswith("userId,movieId")
-    assert [p.name for p in cache.iterdir()] == ["ml-latest"]
-    (mirror / "ml-latest.zip").unlink()  # a second call finds the folder and fetches nothing
-    assert download("movielens-latest", cache, base_url=f"{mirror.as_uri()}/") == folder
-
-
-def test_download_rejects_wrong_checksum(tmp_path):
-    mirror = tmp_path / "mirror"
-    content = zip_release(mirror, "ml-100k", {"u.data": "1\t1\t1\t1\n"})
-    cache = tmp_path / "cache"
-    with pytest.raises(DataError) as error:
-        download("movielens-100k", cache, base_url=f"{mirror.as_uri()}/")
-    assert str(error.value) == (
-        f"{mirror.as_uri()}/ml-100k.zip: MD5 {hashlib.md5(content).hexdigest()} does not match "
-        f"the published 0e33842e24a9c977be4e0107933c0723; the download is corrupt or the "
-        f"release changed, so it was discarded"
-    )
-    assert list(cache.iterdir()) == []
-
-
-def test_download_unknown_release(tmp_path):
-    with pytest.raises(DataError, match="cannot download 'sequences'; downloadable: movielens-"):
-        download("sequences", tmp_path)
 
 
 def test_loaded_frames_use_str_ids(tmp_path):

@@ -50,6 +50,7 @@ def test_model_hparams_lists_defaults() -> None:
         "num_blocks": None,
         "num_heads": None,
         "intermediate_dim": None,
+        "scale_embeddings": None,
         "dropout": 0.2,
         "max_len": 50,
         "tie_embeddings": True,

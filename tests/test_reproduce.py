@@ -112,7 +112,7 @@ def test_reproduction_task_holds_the_papers_settings() -> None:
         100, "uniform", [10]
     )
     assert (task["data"]["dataset"], task["data"]["min_user_interactions"],
-            task["data"]["min_item_interactions"]) == ("sequences", 0, 0)
+            task["data"]["min_item_interactions"]) == ("sasrec-games", 0, 0)
 
 
 # ------------------------------------------------------------------ the test learning curve

@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--study {args.study!r}: names the folder <out>/<study>/; allowed: a "
                          f"non-empty name without '/', '\\' or NUL that is not '.' or '..'")
     try:
-        result = runner.run_task(task, args.seed, Path(args.out), progress=not args.no_progress,
+        result = runner.run_task(task, args.seed, Path(args.out), progress=args.progress,
                                  rerun_stale=args.rerun_stale)
     except SpecError:
         raise  # bad input, found before anything was written
@@ -156,7 +156,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         complete = states.count("stale") + states.count("done")
         print(f"tff-rec: warning: {stale_warning(states.count('stale'), complete, f'study {study.name}')}",
               file=sys.stderr)
-    finished = runner.run_study(study, out, progress=not args.no_progress,
+    finished = runner.run_study(study, out, progress=args.progress,
                                 retry_failed=args.retry_failed, jobs=args.jobs,
                                 rerun_stale=args.rerun_stale)
     skipped = sum(r.skipped and r.error is None for r in finished)
@@ -191,15 +191,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = results.load_runs(args.dirs)
     for warning in results.provenance_warnings(runs):
         print(f"tff-rec: warning: {warning}", file=sys.stderr)
+    metrics = args.metrics or list(results.study_metrics(runs))  # the study's `metrics` by default
     if args.pivot:
         relative_to = None if args.relative_to == "none" else args.relative_to
-        table = results.pivot(runs, *args.pivot, metric=args.metrics[0], stage=args.stage,
+        table = results.pivot(runs, *args.pivot, metric=metrics[0], stage=args.stage,
                               relative_to=relative_to, where=dict(_overrides(args.where, "--where")))
         print(results.format_pivot(table, args.format))
         return 0
-    table = results.compare(runs, args.metrics, stage=args.stage, columns=args.columns,
+    table = results.compare(runs, metrics, stage=args.stage, columns=args.columns,
                             baseline=args.baseline)
-    print(results.format_table(table, args.metrics, args.format, columns=args.columns))
+    for warning in results.statistics_warnings(table):  # few seeds; many rows against one baseline
+        print(f"tff-rec: warning: {warning}", file=sys.stderr)
+    print(results.format_table(table, metrics, args.format, columns=args.columns))
     return 0
 
 
@@ -250,51 +253,87 @@ def cmd_reference_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from tff_rec.data import info
+    from tff_rec.data import info, registry
 
     params = _overrides(args.param, "--param")
-    summary = info.info(args.dataset, args.path, params, args.min_user_interactions,
-                        args.min_item_interactions)
+    path = args.path or registry.default_path(args.dataset)  # $TFF_REC_DATA/<layout>
+    try:
+        summary = info.info(args.dataset, path, params, args.min_user_interactions,
+                            args.min_item_interactions)
+    except DataError as error:
+        if args.path:
+            raise
+        raise DataError(f"{error}{registry.missing_note(args.dataset)}") from None
     print(json.dumps(summary, indent=2) if args.json else info.format_info(summary))
     return 0
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    from tff_rec.data import download
+    from tff_rec.data import download, registry
 
-    _check_folder(Path(args.cache).expanduser(), "--cache")
-    folder = download.download(args.dataset, Path(args.cache))
+    cache = Path(args.cache or registry.data_dir() or registry.DEFAULT_CACHE).expanduser()
+    _check_folder(cache, "--cache")
+    folder = download.download(args.dataset, cache)
     print(f"{args.dataset}: {folder}")
     return 0
 
 
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from tff_rec.data import registry
+
+    root = Path(args.cache).expanduser() if args.cache else registry.data_dir()
+    checks = [check for target in args.targets for check in registry.verify(target, root)]
+    for check in checks:
+        print(check.line())
+    bad = sum(check.status == "MISMATCH" for check in checks)
+    unchecked = sum(check.status == "UNCHECKED" for check in checks)
+    summary = (f"{bad} mismatch{'es' * (bad > 1)}" if bad else
+               f"no mismatch ({unchecked} without a fixed checksum)" if unchecked else "all OK")
+    print(f"{len(checks)} file{'s' * (len(checks) > 1)} checked: {summary}")
+    return 1 if bad else 0
+
+
 def cmd_data_partition(args: argparse.Namespace) -> int:
-    from tff_rec import checks, spec
+    from tff_rec import checks, describe
     from tff_rec.partition import heterogeneity
     from tff_rec.prepare import prepare
 
-    task = spec.load_task(args.task, _overrides(args.set))
-    data = prepare(task, args.seed)
-    split = checks.build_partition(task, args.seed, data.split)
-    statistics = {"scheme": split.scheme, "privacy_unit": split.privacy_unit,
-                  **heterogeneity(data.split, split)}
+    described = []  # a task file: one; a study file: each variant (or --variant LABEL)
+    for label, task in describe.load_tasks(args.task, _overrides(args.set), args.variant):
+        data = prepare(task, args.seed)
+        split = checks.build_partition(task, args.seed, data.split)
+        calibrated = describe.calibrated_noise(task, split.num_clients)  # privacy.target_epsilon
+        described.append({**({"variant": label} if label is not None else {}),
+                          "scheme": split.scheme, "privacy_unit": split.privacy_unit,
+                          **heterogeneity(data.split, split),
+                          **({"noise_multiplier": calibrated["noise_multiplier"],
+                              "target_epsilon": calibrated["target_epsilon"]} if calibrated else {})})
     if args.json:
-        print(json.dumps(statistics, indent=2))
+        print(json.dumps(described[0] if len(described) == 1 and "variant" not in described[0]
+                         else described, indent=2))
     else:
-        width = max(map(len, statistics))
-        for key, value in statistics.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            print(f"{key:<{width}}  {shown}")
+        for number, statistics in enumerate(described):
+            width = max(map(len, statistics))
+            print("\n" * (number > 0), end="")
+            for key, value in statistics.items():
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+                print(f"{key:<{width}}  {shown}")
     return 0
 
 
 def cmd_tasks_describe(args: argparse.Namespace) -> int:
-    from tff_rec import checks, describe, spec
+    from tff_rec import checks, describe
 
-    task = spec.load_task(args.task, _overrides(args.set))
-    checks.check_task(task, args.seed)
-    description = describe.describe(task, args.seed)
-    print(json.dumps(description, indent=2) if args.json else describe.format_description(description))
+    described = []  # a task file: one; a study file: each variant (or --variant LABEL)
+    for label, task in describe.load_tasks(args.task, _overrides(args.set), args.variant):
+        checks.check_task(task, args.seed)
+        described.append({**({"variant": label} if label is not None else {}),
+                          **describe.describe(task, args.seed)})
+    if args.json:
+        print(json.dumps(described[0] if len(described) == 1 and "variant" not in described[0]
+                         else described, indent=2))
+    else:
+        print("\n\n".join(describe.format_description(d) for d in described))
     return 0
 
 
@@ -392,6 +431,22 @@ def cmd_privacy_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy_audit(args: argparse.Namespace) -> int:
+    """Empirical lower bound on ε (one-run canary audit, privacy/audit.py) beside the accountant's."""
+    from tff_rec.privacy import audit
+
+    overrides = _overrides(args.set)
+    if args.canaries is not None:
+        overrides["privacy.audit.canaries"] = args.canaries
+    results = [audit.audit_case(case, args.seed) for case in audit.load_cases(args.task, overrides)]
+    if args.json:
+        records = [result.to_json() for result in results]
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+    else:
+        print(audit.format_results(results))
+    return 0
+
+
 def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--population", type=_integer(2), required=True, help="number of clients N")
     parser.add_argument("--clients-per-round", type=_integer(1), required=True,
@@ -406,6 +461,15 @@ def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
                         help="nominal cohort C_nom (privacy.noise_cohort_size): ε for C_nom of "
                              "--population clients while --clients-per-round train")
     parser.add_argument("--json", action="store_true")
+
+
+def _progress_arguments(parser: argparse.ArgumentParser) -> None:
+    """--progress bar|lines|none (default: bar on a terminal, lines otherwise), --no-progress."""
+    parser.add_argument("--progress", choices=("bar", "lines", "none"), default="auto",
+                        help="bar: a progress bar; lines: a line per round on stderr (for logs); "
+                             "none (default: bar on a terminal, lines otherwise)")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const="none",
+                        help="the same as --progress none")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="study whose manifest lists the run (default: the task's name)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a task key, e.g. --set algorithm.rounds=5")
-    run.add_argument("--no-progress", action="store_true")
+    _progress_arguments(run)
     run.add_argument("--rerun-stale", action="store_true",
                      help="re-make a complete record made by other code than this (default: reuse it, with a warning)")
     run.set_defaults(handler=cmd_run)
@@ -434,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("study", type=Path)
     study.add_argument("--out", default=DEFAULT_OUT)
     study.add_argument("--format", choices=FORMATS, default="markdown")
-    study.add_argument("--no-progress", action="store_true")
+    _progress_arguments(study)
     study.add_argument("--dry-run", action="store_true",
                        help="list every run (label, hash, seed, state) and the client updates planned")
     study.add_argument("--retry-failed", action="store_true", help="run recorded failures again")
@@ -447,12 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="table of runs: mean ± 95%% CI over seeds")
     compare.add_argument("dirs", nargs="+", type=Path)
     compare.add_argument("--format", choices=FORMATS, default="markdown")
-    compare.add_argument("--metrics", nargs="+", default=["ndcg@10", "hr@10"])
+    compare.add_argument("--metrics", nargs="+", default=None,
+                         help="default: the study's own [study] metrics list, else ndcg@10 hr@10")
     compare.add_argument("--stage", choices=("test", "val"), default="test")
     compare.add_argument("--columns", nargs="+", default=[], metavar="COLUMN",
                          help="extra columns, e.g. het_mean_js_divergence wall_seconds peak_rss_mb bytes_up_total")
     compare.add_argument("--baseline", default=None, metavar="LABEL",
-                         help="paired t-test over seeds of every row against this variant")
+                         help="paired t-test over seeds of every row against this variant; "
+                              "p-values also shown Holm–Bonferroni adjusted ('p (Holm)')")
     compare.add_argument("--pivot", nargs=2, metavar=("ROW_AXIS", "COL_AXIS"),
                          help="grid table of the first metric, e.g. --pivot partition privacy")
     compare.add_argument("--where", action="append", default=[], metavar="AXIS=VALUE",
@@ -494,24 +560,46 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--path", default=None)
     info.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                       help="dataset parameter, e.g. --param users=500 for synthetic")
-    info.add_argument("--min-user-interactions", type=_integer(0), default=5)
-    info.add_argument("--min-item-interactions", type=_integer(0), default=5)
+    info.add_argument("--min-user-interactions", type=_integer(0), default=None,
+                      help="k-core on users (default: 5 for raw logs, 0 for pre-filtered files)")
+    info.add_argument("--min-item-interactions", type=_integer(0), default=None,
+                      help="k-core on items (default: 5 for raw logs, 0 for pre-filtered files)")
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=cmd_data_info)
-    download = data.add_parser("download", help="download MovieLens into a cache folder")
-    download.add_argument("dataset")
-    download.add_argument("--cache", default=str(Path.home() / ".cache" / "tff-rec"))
+    from tff_rec.data.registry import ENV, REGISTRY
+
+    names = "\n".join(f"  {name:<17} {entry.file:<19} {entry.description}"
+                      for name, entry in REGISTRY.items())
+    download = data.add_parser(
+        "download", help=f"fetch a real-data file (checksum-checked) into a data directory "
+        f"(${ENV} or --cache)", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"names, with their place in the data directory:\n{names}")
+    download.add_argument("dataset", metavar="NAME", help="a name listed below")
+    download.add_argument("--cache", default=None, metavar="DIR",
+                          help=f"data directory (default: ${ENV}, else ~/.cache/tff-rec)")
     download.set_defaults(handler=cmd_data_download)
-    part = data.add_parser("partition", help="heterogeneity statistics of a task's partition")
-    part.add_argument("task", type=Path)
+    verify = data.add_parser("verify", help="check local files against the registry's checksums "
+                             "(exit 1 on a mismatch)")
+    verify.add_argument("targets", nargs="+", metavar="PATH|NAME",
+                        help=f"a file, a data directory, or a registry name ({', '.join(REGISTRY)}): "
+                             f"its file in the data directory")
+    verify.add_argument("--cache", default=None, metavar="DIR",
+                        help=f"data directory for NAME (default: ${ENV})")
+    verify.set_defaults(handler=cmd_data_verify)
+    part = data.add_parser("partition", help="heterogeneity statistics of a task's partition "
+                           "(a study file: each variant's), with the calibrated noise multiplier")
+    part.add_argument("task", type=Path, help="a task file, or a study file")
+    part.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
     part.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     part.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     part.add_argument("--json", action="store_true")
     part.set_defaults(handler=cmd_data_partition)
 
     tasks = commands.add_parser("tasks", help="task files").add_subparsers(dest="tasks_command", required=True)
-    describe = tasks.add_parser("describe", help="the resolved task, with the model's parameter count")
-    describe.add_argument("task", type=Path)
+    describe = tasks.add_parser("describe", help="the resolved task, with the model's parameter count "
+                                "and the calibrated noise multiplier (a study file: each variant)")
+    describe.add_argument("task", type=Path, help="a task file, or a study file")
+    describe.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
     describe.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     describe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     describe.add_argument("--json", action="store_true")
@@ -530,6 +618,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--mechanism", choices=("gaussian", "tree"), default="gaussian")
     _add_privacy_args(calibrate)
     calibrate.set_defaults(handler=cmd_privacy_calibrate)
+    audit = privacy.add_parser("audit", help="empirical lower bound on ε (canary audit) beside "
+                               "the accounted ε, for a task or each variant of a study")
+    audit.add_argument("task", type=Path, help="task or study file; [privacy.audit] sets the audit")
+    audit.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
+    audit.add_argument("--canaries", type=_integer(2), default=None,
+                       help="canary clients m (privacy.audit.canaries; default 1000, at most the population)")
+    audit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(handler=cmd_privacy_audit)
     return parser
 
 

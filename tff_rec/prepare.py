@@ -17,6 +17,7 @@ import numpy as np
 
 from tff_rec import data as data_stage
 from tff_rec import models
+from tff_rec.data import registry
 from tff_rec.data.errors import DataError
 from tff_rec.data.types import LeaveOneOutSplit
 from tff_rec.evaluation import popularity_scores
@@ -55,10 +56,11 @@ def _freeze(mapping: Mapping[str, Any]) -> str:
 
 def data_identity(task: TaskSpec, seed: int) -> str:
     section, model = task["data"], task["model"]
+    path = section["path"] or registry.default_path(section["dataset"])  # $TFF_REC_DATA/...
     return _freeze(
         {
             "dataset": section["dataset"],
-            "path": str(Path(section["path"]).resolve()) if section["path"] else None,
+            "path": str(Path(path).resolve()) if path else None,
             "params": section["params"],
             "min_user_interactions": section["min_user_interactions"],
             "min_item_interactions": section["min_item_interactions"],
@@ -96,9 +98,10 @@ SPLIT_FIELDS = ("dataset", "path", "params", "min_user_interactions", "min_item_
 class _StageError(DataError):
     """A data-stage error with the task keys that chose the failing input."""
 
-    def __init__(self, keys: str, error: DataError):
+    def __init__(self, keys: str, error: DataError, loading: bool = False):
         super().__init__(str(error))
         self.keys = keys
+        self.loading = loading  # from reading the dataset (not from filtering it)
 
 
 @contextlib.contextmanager
@@ -106,7 +109,11 @@ def _naming_the_task(task: TaskSpec) -> Iterator[None]:
     try:
         yield
     except _StageError as error:
-        raise SpecError(f"{task.source}: {error.keys}: {error}") from None
+        keys, message, dataset = error.keys, str(error), task["data"]["dataset"]
+        if error.loading and not task["data"]["path"]:  # any path came from $TFF_REC_DATA
+            keys = f"key 'data.dataset' ({dataset!r}, no data.path)"
+            message += registry.missing_note(dataset)
+        raise SpecError(f"{task.source}: {keys}: {message}") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,7 +126,7 @@ def _split(identity: str) -> LeaveOneOutSplit:
     try:
         interactions = data_stage.load(fields["dataset"], fields["path"], fields["params"])
     except DataError as error:
-        raise _StageError(keys, error) from None
+        raise _StageError(keys, error, loading=True) from None
     try:
         sequences = data_stage.to_sequences(
             interactions,

@@ -5,9 +5,12 @@ share its records. A study folder results/<study>/ holds only its manifest, stud
 variants' labels, task hashes and grid coordinates, and the seeds; tables read runs through it.
 
 A record holds config.toml (the resolved task), metrics.csv (per round), summary.json (final
-metrics, ε, wall time), privacy.json (the ε ledger) and env.json (package versions, git commit).
+metrics, ε, wall time), privacy.json (the ε ledger), env.json (package versions, git commit) and
+tensorboard/ (TensorBoard event files of the metrics rows, `tff_rec.board`).
 Every file is written to a temporary name and renamed. summary.json is written last: a run is
-complete exactly when it exists, and a complete run is never rewritten.
+complete exactly when it exists, and a complete run is never rewritten. While a run goes, its
+metrics.csv grows a row per round (rewritten whole and renamed: a reader sees whole rows only),
+and so do its TensorBoard events (`runner`); they are not a record until summary.json exists.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -33,6 +37,7 @@ PRIVACY = "privacy.json"
 ENV = "env.json"
 FAILED = "failed.json"  # a study run that raised: its error, until it is retried
 CHECKPOINTS = "checkpoints"  # in-progress state; removed when the run completes
+TENSORBOARD = "tensorboard"  # event files of the metrics rows (not compared: they hold wall times)
 CHECKPOINT_ROWS = "rows.json"  # in each checkpoint folder: the metrics rows up to its round
 RUNS = "runs"  # results/runs/<task-hash>/seed-<n>/
 MANIFEST = "study.json"  # results/<study>/study.json
@@ -134,10 +139,11 @@ def damage(path: Path) -> str | None:
     return None
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, sync: bool = True) -> None:
     """Write text to path through a temporary file in the same folder and a rename.
 
-    A full disk raises `faults.DiskFull` naming `path`, and leaves no temporary file.
+    A full disk raises `faults.DiskFull` naming `path`, and leaves no temporary file. `sync`:
+    fsync the file before the rename (off for files rewritten every round while a run goes).
     """
     with faults.writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +153,8 @@ def write_atomic(path: Path, text: str) -> None:
             with os.fdopen(handle, "w") as stream:
                 stream.write(text)
                 stream.flush()
-                os.fsync(stream.fileno())
+                if sync:
+                    os.fsync(stream.fileno())
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -166,16 +173,39 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write rows (dicts) as CSV; columns are the union of keys in first-seen order."""
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
+# metrics.csv's columns come in this order, then val_*, test_* and the rest, each by name
+# (`metrics_columns`): the same whatever order a row's keys have (rows resumed from a
+# checkpoint's rows.json come with sorted keys), so a resumed run writes the same bytes.
+METRICS_FIRST = ("round", "clients", "epsilon", "clip", "loss", "bytes_down", "bytes_up",
+                 "seconds", "rss_mb", "worker_rss_mb")
+
+
+def metrics_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The columns of metrics rows, in metrics.csv's order (`METRICS_FIRST`)."""
+    names = {k for row in rows for k in row}
+
+    def key(name: str) -> tuple:
+        if name in METRICS_FIRST:
+            return (0, METRICS_FIRST.index(name))
+        group = 1 if name.startswith("val_") else 2 if name.startswith("test_") else 3
+        # by name, numbers by value: hr@5 before hr@10
+        return (group, [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)])
+
+    return sorted(names, key=key)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], sync: bool = True,
+              columns: Sequence[str] | None = None) -> None:
+    """Write rows (dicts) as CSV; columns: `columns`, or the union of keys in first-seen order."""
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), sync=sync)
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
@@ -198,34 +228,19 @@ def _parse_number(text: str) -> Any:
 
 
 def to_toml(table: Mapping[str, Any]) -> str:
-    """Serialize a nested dict of TOML-compatible values (enough for resolved tasks)."""
-    lines: list[str] = []
-    _emit_table(lines, table, prefix="")
-    return "\n".join(lines).strip() + "\n"
+    """Serialize a nested dict of TOML-compatible values (a resolved task) with tomli-w.
+
+    TOML has no null: keys whose value is None are left out (an absent key means "default
+    (none)"), at any depth. Arrays are written one element per line (tomli-w's layout).
+    """
+    import tomli_w
+
+    return tomli_w.dumps(_without_none(table))
 
 
-def _emit_table(lines: list[str], table: Mapping[str, Any], prefix: str) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
-    tables = {k: v for k, v in table.items() if isinstance(v, Mapping)}
-    if prefix and (scalars or not tables):
-        lines.append(f"\n[{prefix}]")
-    for key, value in scalars.items():
-        if value is not None:  # TOML has no null: an absent key means "default (none)"
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in tables.items():
-        _emit_table(lines, value, f"{prefix}.{key}" if prefix else key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
+def _without_none(table: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _without_none(value) if isinstance(value, Mapping) else value
+            for key, value in table.items() if value is not None}
 
 
 def environment() -> dict[str, Any]:

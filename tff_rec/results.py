@@ -2,7 +2,9 @@
 
 - `load_runs(paths)`: one row per complete run record (through study manifests where given).
 - `compare(runs, metrics, baseline=...)`: one row per variant, mean and 95% Student-t CI across
-  seeds, optionally a paired t-test over seeds against a baseline variant.
+  seeds, optionally a paired t-test over seeds against a baseline variant, with Holm–Bonferroni
+  adjusted p-values beside the raw ones (`holm`), and `statistics_warnings` for rows with fewer
+  than `MIN_SEEDS` seeds. A study's own `metrics` list is the default metrics (`study_metrics`).
 - `pivot(runs, row_axis, col_axis, metric)`: a grid table of one metric (e.g. partitioning ×
   privacy), with the relative change against a reference row (e.g. centralized).
 - `format_table` / `format_pivot`: Markdown, LaTeX (booktabs), CSV and HTML.
@@ -24,6 +26,7 @@ from scipy import stats
 from tff_rec import faults, record, stale
 
 DEFAULT_METRICS = ("ndcg@10", "hr@10")
+MIN_SEEDS = 3  # fewer seeds: a t-interval on 1 degree of freedom is ±12.7 sd, a paired test is weak
 ORDER = {"popularity": 0, "centralized": 1}
 IDENTITY = (
     "label", "task_hash", "seed", "dataset", "model", "algorithm", "partition", "privacy",
@@ -121,12 +124,14 @@ def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
     """
     paths = [Path(p) for p in paths]
     rows: list[dict[str, Any]] = []
+    metrics: list[str] = []  # the studies' own `metrics` lists, in order (see `study_metrics`)
     for path in paths:
         manifests = [path / record.MANIFEST] if (path / record.MANIFEST).is_file() else sorted(
             path.glob(f"*/{record.MANIFEST}"))
         if manifests:
             for manifest in manifests:
                 rows.extend(_study_rows(manifest.parent))
+                metrics.extend(record.read_manifest(manifest.parent).get("metrics") or [])
         else:
             rows.extend(_run_row(directory) for directory in record.find_runs([path])
                         if _intact(directory))
@@ -136,7 +141,18 @@ def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
         )
     runs = pd.DataFrame(rows)
     runs["study"] = runs["study"].fillna("runs")
+    runs.attrs["metrics"] = list(dict.fromkeys(metrics))  # [] when no study manifest was read
     return runs
+
+
+def study_metrics(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The metrics a table of runs is compared on by default: the `[study] metrics` lists of the
+    studies `load_runs` read (in order, without repeats), else `DEFAULT_METRICS`.
+
+    Read from `runs.attrs`, which `load_runs` sets; a table built otherwise (or filtered by an
+    operation that drops attrs) gets `DEFAULT_METRICS`.
+    """
+    return tuple(runs.attrs.get("metrics") or DEFAULT_METRICS)
 
 
 def load_metrics(run_path: Path | str) -> pd.DataFrame:
@@ -196,6 +212,23 @@ def paired_test(values: pd.Series, baseline: pd.Series) -> tuple[float, float, i
     return float(differences.mean()), float(result.pvalue), len(both)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given (nan stays nan and is not counted).
+
+    With the m valid p-values sorted ascending, p_(1) ≤ … ≤ p_(m), the adjusted value of the
+    i-th is max over j ≤ i of min(1, (m − j + 1) · p_(j)): monotone in p and capped at 1.
+    Rejecting where the adjusted value is ≤ α keeps the family-wise error rate at α.
+    """
+    values = [float(p) if p is not None else math.nan for p in p_values]
+    valid = sorted((p, i) for i, p in enumerate(values) if not math.isnan(p))
+    adjusted = [math.nan] * len(values)
+    running = 0.0
+    for rank, (p, index) in enumerate(valid):
+        running = max(running, min(1.0, (len(valid) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
 def _check_columns(runs: pd.DataFrame, wanted: Sequence[str], stage: str, metrics: Sequence[str]) -> None:
     for metric in metrics:
         if f"{stage}_{metric}" not in runs:
@@ -216,14 +249,18 @@ def _variant_order(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(_order=order).sort_values(["study", "_order", "label", "seed"], kind="stable")
 
 
-def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage: str = "test",
+def compare(runs: pd.DataFrame, metrics: Optional[Sequence[str]] = None, stage: str = "test",
             columns: Sequence[str] = (), baseline: Optional[str] = None) -> pd.DataFrame:
     """One row per variant (study, label, hash): seeds, metric mean ± CI, ε mean ± CI.
 
+    metrics: default `study_metrics(runs)` (the study file's `[study] metrics`).
     columns: further numeric run columns (e.g. `het_mean_js_divergence`, `wall_seconds`),
     shown as their mean over seeds. baseline: the label of a variant to test every row against:
-    adds `<metric>_diff` (mean paired difference) and `<metric>_p` (paired t-test over seeds).
+    adds `<metric>_diff` (mean paired difference), `<metric>_p` (paired t-test over seeds),
+    `<metric>_pairs` (seeds both have) and `<metric>_p_holm`: the p-values of all rows but the
+    baseline's own, Holm–Bonferroni adjusted as one family per metric (`holm`).
     """
+    metrics = list(study_metrics(runs) if metrics is None else metrics)
     _check_columns(runs, columns, stage, metrics)
     ordered = _variant_order(runs)
     reference = None
@@ -247,7 +284,7 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage:
             column = f"{stage}_{metric}"
             row[metric], row[f"{metric}_ci"] = mean_ci(group[column].tolist())
             if reference is not None:
-                row[f"{metric}_diff"], row[f"{metric}_p"], _ = paired_test(
+                row[f"{metric}_diff"], row[f"{metric}_p"], row[f"{metric}_pairs"] = paired_test(
                     group.set_index("seed")[column], reference.set_index("seed")[column])
         row["epsilon"], row["epsilon_ci"] = mean_ci(group["epsilon"].tolist())
         row["stale"] = int(group["stale"].astype(bool).sum()) if "stale" in group else 0  # stale seeds
@@ -258,8 +295,45 @@ def compare(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, stage:
             row[column] = pd.to_numeric(group[column], errors="coerce").mean()
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.attrs["baseline"] = baseline
+    if reference is not None:  # one family per metric: every row tested against the baseline
+        tested = (table["label"] != baseline).to_numpy()
+        for metric in metrics:
+            adjusted = np.full(len(table), math.nan)
+            adjusted[tested] = holm(table.loc[tested, f"{metric}_p"].tolist())
+            position = table.columns.get_loc(f"{metric}_p") + 1
+            table.insert(position, f"{metric}_p_holm", adjusted)
+    table.attrs.update(baseline=baseline, metrics=metrics)
     return table
+
+
+def statistics_warnings(table: pd.DataFrame) -> list[str]:
+    """Sentences about what the statistics of a `compare` table cannot carry (empty if nothing):
+    rows with fewer than `MIN_SEEDS` seeds (their CI is wide, their paired test weak or absent),
+    and the multiple-comparison correction applied when several rows face one baseline."""
+    warnings = []
+    n = table["seeds"].astype(int)
+    pairs = [c for c in table if c.endswith("_pairs")]
+    if pairs:  # a tested row counts the seeds it shares with the baseline
+        n = n.where(table["label"] == table.attrs.get("baseline"),
+                    np.minimum(n, table[pairs].min(axis=1).fillna(0).astype(int)))
+    few = table.assign(_n=n)[n < MIN_SEEDS]
+    if len(few):
+        labels = ", ".join(f"{label} (n={k})" for label, k in zip(few["label"], few["_n"]))
+        warnings.append(
+            f"{len(few)} of {len(table)} rows have fewer than {MIN_SEEDS} seeds: {labels}; their 95% "
+            f"CI uses Student's t on n-1 degrees of freedom (n=2: ±12.7 standard errors, n=1: none)"
+            + (" and their paired test against the baseline has little power (n=1: no p-value)"
+               if table.attrs.get("baseline") is not None else "")
+            + "; run more seeds before reading differences")
+    baseline = table.attrs.get("baseline")
+    if baseline is not None:
+        metrics = [c[:-len("_p_holm")] for c in table if c.endswith("_p_holm")]
+        tested = int((table["label"] != baseline).sum())
+        if tested > 1 and metrics:
+            warnings.append(
+                f"{tested} rows are each tested against {baseline}: read 'p (Holm)' (Holm–Bonferroni "
+                f"over those {tested} tests, per metric), not the raw p, for significance")
+    return warnings
 
 
 def provenance_warnings(runs: pd.DataFrame) -> list[str]:
@@ -393,9 +467,28 @@ def _epsilon_cell(row: pd.Series) -> str:
     return f"{row['epsilon']:.2f} (δ={row['delta']:.0e}){marker}"
 
 
-def display_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
+def _table_metrics(table: pd.DataFrame, metrics: Optional[Sequence[str]]) -> list[str]:
+    """The metrics asked for, else those `compare` made the table with."""
+    return list(metrics if metrics is not None else table.attrs.get("metrics") or DEFAULT_METRICS)
+
+
+def holm_column(metric: str, metrics: Sequence[str]) -> str:
+    """The display column of a metric's Holm-adjusted p-values: 'p (Holm)', naming the metric
+    when the table shows several."""
+    return "p (Holm)" if len(metrics) == 1 else f"p (Holm) {metric}"
+
+
+def _holm_cell(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
+def display_table(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
                   columns: Sequence[str] = ()) -> pd.DataFrame:
-    """The human-readable table: label, seeds, `mean ± CI` per metric, Δ (p) vs the baseline, ε, columns."""
+    """The human-readable table: label, seeds, `mean ± CI` per metric, Δ (raw p) vs the baseline
+    and its Holm–Bonferroni adjusted p, ε, columns."""
+    metrics = _table_metrics(table, metrics)
     shown = pd.DataFrame({"task": table["label"], "seeds": table["seeds"]})
     if table["study"].nunique() > 1:
         shown.insert(0, "study", table["study"])
@@ -405,6 +498,8 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
         if baseline is not None:
             shown[f"Δ {metric} vs {baseline}"] = [
                 _p_cell(d, p) for d, p in zip(table[f"{metric}_diff"], table[f"{metric}_p"])]
+            if f"{metric}_p_holm" in table:
+                shown[holm_column(metric, metrics)] = [_holm_cell(p) for p in table[f"{metric}_p_holm"]]
     shown["ε"] = [_epsilon_cell(row) for _, row in table.iterrows()]
     if "stale" in table and table["stale"].any():  # records made by other code: say which rows, and how many seeds
         shown["stale"] = [f"{n}/{seeds}" if n else "" for n, seeds in zip(table["stale"], table["seeds"])]
@@ -492,9 +587,11 @@ RENDERERS: dict[str, Callable[[pd.DataFrame], str]] = {
 }
 
 
-def format_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
+def format_table(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
                  fmt: str = "markdown", columns: Sequence[str] = ()) -> str:
-    """Render a `compare` table: markdown, latex and html show mean ± CI; csv gives raw columns."""
+    """Render a `compare` table: markdown, latex and html show mean ± CI (and, with a baseline,
+    Δ with its raw p and the Holm-adjusted p); csv gives raw columns (`<metric>_p`,
+    `<metric>_p_holm`, ...)."""
     if fmt == "csv":
         return table.to_csv(index=False, float_format="%.6g").rstrip("\n")
     return RENDERERS[fmt](display_table(table, metrics, columns)).rstrip("\n")

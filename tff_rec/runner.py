@@ -6,6 +6,20 @@ record (results/runs/<task-hash>/seed-<n>/). Bad input fails before any file is 
 that fails later leaves its checkpoints but never a summary.json, so it never looks finished.
 A study writes its manifest (results/<study>/study.json) and runs what is missing, one run at a
 time or `jobs` at once in separate processes.
+
+Watching a run. While a run goes, its record folder already holds metrics.csv, rewritten with
+every new row (round; centralized: epoch) to a temporary name and renamed, so a reader always
+finds whole rows and can plot them, and tensorboard/<label>/ with the same rows as TensorBoard
+scalars (`tff_rec.board`). Neither makes it a record: summary.json, written last, still marks a
+complete one. When the run completes, metrics.csv is written once more from the same rows (with
+an fsync). A run resumed from a checkpoint first reports the checkpoint's rows: metrics.csv is
+rewritten from them at its first new round, and the event files are started again (the old ones
+removed, every row so far written anew), so the live files always hold exactly the rows the run
+has; columns come in one fixed order (`record.metrics_columns`: a checkpoint's rows.json has its
+keys sorted), so a resumed run ends with the very bytes of an uninterrupted one's metrics.csv but
+the timing and memory columns (`seconds`, `rss_mb`, `worker_rss_mb`). An interrupted or failed
+run keeps them (what it reached; the next attempt replaces them); a full disk removes them with the
+rest of the record, as it leaves nothing half-written. Progress on stderr: `tff_rec.progress`.
 """
 from __future__ import annotations
 
@@ -26,9 +40,10 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from tff_rec import checks, evaluation, faults, record, runtime, seeds, stale, threads, usage
+from tff_rec import board, checks, evaluation, faults, record, runtime, seeds, stale, threads, usage
 from tff_rec.prepare import PreparedData, prepare
-from tff_rec.progress import RunProgress, StudyProgress
+from tff_rec.progress import Mode, RunProgress, StudyProgress
+from tff_rec.progress import resolve as resolve_progress
 from tff_rec.spec import FEDERATED_ALGORITHMS, StudySpec, TaskSpec
 from tff_rec.training import TRAINERS
 from tff_rec.training.context import RunContext, ScoreFn
@@ -115,10 +130,11 @@ def _exclusive(lock: Path) -> Iterator[None]:
         handle.close()
 
 
-def run_task(task: TaskSpec, seed: int, out: Path, progress: bool = True,
+def run_task(task: TaskSpec, seed: int, out: Path, progress: Mode = True,
              cache_dir: Optional[Path] = None, rerun_stale: bool = False) -> RunResult:
     """Run `task` at `seed` unless its record is already complete (and not stale, with
-    `rerun_stale`); return the record's summary."""
+    `rerun_stale`); return the record's summary. `progress`: "bar", "lines", "none", or
+    "auto"/True (a bar on a terminal, else lines), False ("none"): `tff_rec.progress`."""
     directory = record.run_dir(out, task.hash, seed)
     done = _already_complete(directory)
     if done is not None and not (rerun_stale and done.stale):
@@ -152,8 +168,59 @@ def _reusable(directory: Path, rerun_stale: bool) -> Optional[RunResult]:
     return None
 
 
+class _LiveOutputs:
+    """A run's metrics.csv and TensorBoard events while it goes (module docstring, Watching a run)."""
+
+    def __init__(self, directory: Path, label: str):
+        self._directory, self._label = directory, label
+        self._events: Optional[board.EventLog] = None
+        self._written = 0  # rows in the event file
+
+    def update(self, rows: list[dict[str, Any]]) -> None:
+        """Every row so far, the last one new: rewrite metrics.csv, add the rows not yet logged."""
+        if self._events is None:
+            self._start()
+        record.write_csv(self._directory / record.METRICS, rows, sync=False,
+                         columns=record.metrics_columns(rows))
+        self._log(rows)
+
+    def finish(self, rows: list[dict[str, Any]]) -> None:
+        """Log the rows not yet logged (a run resumed at its last round has no new one); close."""
+        if rows and self._written < len(rows):
+            if self._events is None:
+                self._start()
+            self._log(rows)
+        self.close()
+
+    def close(self) -> None:
+        events, self._events = self._events, None
+        if events is not None:
+            events.close()
+
+    def remove(self) -> None:
+        """Close and delete the live files (a full disk: nothing half-written stays)."""
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the files go anyway
+            pass
+        (self._directory / record.METRICS).unlink(missing_ok=True)
+        shutil.rmtree(self._directory / record.TENSORBOARD, ignore_errors=True)
+
+    def _start(self) -> None:
+        """Start afresh: a killed attempt's temporary metrics.csv and its event files go."""
+        for leftover in self._directory.glob(f".{record.METRICS}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+        shutil.rmtree(self._directory / record.TENSORBOARD, ignore_errors=True)
+        self._events, self._written = board.EventLog(board.folder(self._directory, self._label)), 0
+
+    def _log(self, rows: list[dict[str, Any]]) -> None:
+        assert self._events is not None
+        self._events.write(rows[self._written:])
+        self._written = len(rows)
+
+
 def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_dir: Path,
-         progress: bool) -> RunResult:
+         progress: Mode) -> RunResult:
     started = datetime.datetime.now(datetime.timezone.utc)
     environment = record.environment()  # the code and packages as the run starts
     environment["intra_op_threads"] = threads.check()  # results depend on it
@@ -162,7 +229,9 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
     rows: list[dict[str, Any]] = []
     validation_users = _validation_users(task, seed, data)
     total_rounds = _planned_rounds(task)
-    with RunProgress(f"{task.name} · seed {seed}", total_rounds, enabled=progress) as bar:
+    live = _LiveOutputs(directory, task.name)
+    unit = "epoch" if task["algorithm"]["name"] == "centralized" else "round"
+    with RunProgress(f"{task.name} seed {seed}", total_rounds, enabled=progress, unit=unit) as bar:
 
         resumed_rounds: list[int] = []
 
@@ -172,6 +241,8 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
             else:  # memory after the round: a long run's growth shows here
                 row.update(rss_mb=usage.rss_mb(), worker_rss_mb=runtime.worker_rss_mb())
             rows.append(row)
+            if not resumed:  # a checkpoint's rows are written with the first new one
+                live.update(rows)
             bar.update(row, resumed=resumed)
 
         context = RunContext(
@@ -181,13 +252,22 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         )
         worker = {"worker_cpu_seconds": 0.0, "worker_peak_rss_mb": 0.0}
         try:
-            outcome = TRAINERS[task["algorithm"]["name"]](context)
-        finally:
-            # The TFF worker keeps what every computation it ran left behind (a study of 33 runs
-            # grew it to 9 GB): each run gets a fresh one, started on its first TFF call.
-            worker = runtime.worker_usage()
-            runtime.stop_workers()
-        test = context.evaluate(outcome.score_fn, "test", 0)
+            try:
+                outcome = TRAINERS[task["algorithm"]["name"]](context)
+            finally:
+                # The TFF worker keeps what every computation it ran left behind (a study of 33
+                # runs grew it to 9 GB): each run gets a fresh one, started on its first TFF call.
+                worker = runtime.worker_usage()
+                runtime.stop_workers()
+            test = context.evaluate(outcome.score_fn, "test", 0)
+            live.finish(rows)
+        except BaseException as error:
+            if faults.is_disk_full(error):
+                live.remove()
+            else:  # interrupted or failed: the live files show how far it got
+                with contextlib.suppress(Exception):
+                    live.close()
+            raise
     validation = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val_")} if rows else {}
     cpu_seconds = round(time.process_time() - cpu, 3)
     summary = {
@@ -223,6 +303,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         **outcome.summary,
     }
     _write_record(directory, task, rows, summary, outcome.privacy, environment)
+    bar.done(test, summary["wall_seconds"])  # lines: one line saying the run is done
     return RunResult(directory, summary, False)
 
 
@@ -242,7 +323,7 @@ def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]], s
     """
     try:
         record.write_atomic(directory / record.CONFIG, record.to_toml(task.to_dict()))
-        record.write_csv(directory / record.METRICS, rows)
+        record.write_csv(directory / record.METRICS, rows, columns=record.metrics_columns(rows))
         if privacy is not None:
             record.write_json(directory / record.PRIVACY, privacy)
         record.write_json(directory / record.ENV, environment)
@@ -250,6 +331,7 @@ def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]], s
     except BaseException:
         for name in (record.CONFIG, record.METRICS, record.PRIVACY, record.ENV):
             (directory / name).unlink(missing_ok=True)
+        shutil.rmtree(directory / record.TENSORBOARD, ignore_errors=True)
         raise
     shutil.rmtree(directory / record.CHECKPOINTS, ignore_errors=True)
 
@@ -262,14 +344,15 @@ def manifest_entries(study: StudySpec) -> list[dict[str, Any]]:
     ]
 
 
-def run_study(study: StudySpec, out: Path, progress: bool = True,
+def run_study(study: StudySpec, out: Path, progress: Mode = True,
               retry_failed: bool = False, jobs: int = 1, rerun_stale: bool = False) -> list[RunResult]:
     """Run every variant at every seed, skipping complete runs (but stale ones with
     `rerun_stale`); `jobs` runs at once.
 
     A run that fails is recorded (failed.json in its folder, with the error) and the study goes
     on; a recorded failure is retried only with `retry_failed` (it then resumes from its last
-    checkpoint, if it has one). Variants with the same task share its runs.
+    checkpoint, if it has one). Variants with the same task share its runs. `progress`: as for
+    `run_task`; with `jobs`, a bar is one bar over the runs, and lines come from every job.
     """
     record.write_manifest(out, record.study_manifest(
         study.name, study.source, study.seeds, study.metrics, manifest_entries(study)))
@@ -305,7 +388,7 @@ def _recorded_failure(path: Path) -> Optional[str]:
         return None
 
 
-def run_recorded(task: TaskSpec, seed: int, out: Path, progress: bool = False,
+def run_recorded(task: TaskSpec, seed: int, out: Path, progress: Mode = False,
                  rerun_stale: bool = False) -> RunResult:
     """`run_task`, with a failure recorded in the run's failed.json instead of raised.
 
@@ -371,7 +454,7 @@ def _stop_job(signum: int, frame: object) -> None:
 
 
 def _run_parallel(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int,
-                  progress: bool, rerun_stale: bool = False) -> dict[tuple[str, int], RunResult]:
+                  progress: Mode, rerun_stale: bool = False) -> dict[tuple[str, int], RunResult]:
     """Run tasks in `jobs` separate processes, each given cores // jobs concurrent TFF computations.
 
     The TFF computations of all jobs together stay within the cores (each runs on one thread);
@@ -381,19 +464,23 @@ def _run_parallel(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int
     """
     share = len(os.sched_getaffinity(0)) // jobs
     results = {}
+    # lines: every job writes its runs' lines to the shared stderr (whole lines, each naming its
+    # run); a bar: only this process's bar over the runs
+    progress = resolve_progress(progress)
+    per_run = "lines" if progress == "lines" else "none"
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_job, initargs=(share,),
     ) as pool, StudyProgress(len(pending), enabled=progress) as bar:
         futures = {
-            pool.submit(run_recorded, task, key[1], Path(out), False, rerun_stale): (key, task)
+            pool.submit(run_recorded, task, key[1], Path(out), per_run, rerun_stale): (key, task)
             for key, task in pending.items()
         }
         try:
             for future in concurrent.futures.as_completed(futures):
                 key, task = futures[future]
                 results[key] = future.result()
-                bar.finished(f"{task.name} · seed {key[1]}", results[key].error is None)
+                bar.finished(f"{task.name} seed {key[1]}", results[key].error is None)
         except BaseException:  # Ctrl-C, a full disk: stop every job now, with its worker
             _stop_jobs(pool)
             raise

@@ -83,6 +83,13 @@ def positive_int_list(value: Any) -> Optional[str]:
     return None
 
 
+def at_least(low: int) -> Callable[[Any], Optional[str]]:
+    def check(value: Any) -> Optional[str]:
+        return None if value >= low else f"must be at least {low}"
+
+    return check
+
+
 def fraction(value: Any) -> Optional[str]:
     return None if 0 < value < 1 else "must be in (0, 1)"
 
@@ -106,6 +113,8 @@ KERAS_OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad")  # centralized training (K
 KERAS_OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
     "sgd": (), "sgdm": (), "adam": ("beta_1", "beta_2", "epsilon"), "adagrad": ("epsilon",),
 }
+# Negative controls of the privacy audit (the registry `tff_rec.privacy.broken.FAULTS`).
+AUDIT_FAULTS = ("none", "no_noise", "unclipped", "noise_before_clip")
 # Federated algorithms (the registry `tff_rec.algorithms.ALGORITHMS`; named here so that loading a
 # task does not import TensorFlow) and the trainers without clients.
 FEDERATED_ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedprox", "fedsgd", "mime_lite")
@@ -224,6 +233,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
             hashed_at_default=False,
         ),
     },
+    # The privacy audit (tff_rec/privacy/audit.py, `tff-rec privacy audit`); training ignores it.
+    "privacy.audit": {
+        "canaries": Field(INT, 1000, at_least(2), "canary clients m among the population", False),
+        "confidence": Field(FLOAT, 0.95, fraction, "confidence of the lower bound", False),
+        "delta": Field(FLOAT, 1e-6, fraction, "δ_a of the audited claim (m·δ_a ≪ 1)", False),
+        "fault": Field(
+            STR, "none", one_of(*AUDIT_FAULTS),
+            "a deliberately broken gaussian aggregator (negative control of the audit)", False,
+        ),
+        "canary_norm": Field(FLOAT, 1000.0, positive, "a canary's update norm, in clips", False),
+        "benign_norm": Field(FLOAT, 0.5, non_negative, "a benign client's update norm, in clips", False),
+    },
     "aggregation": {
         "method": Field(
             STR, "plain", doc="uplink aggregator: plain | compression | secure (tff_rec.aggregation)",
@@ -286,12 +307,18 @@ UNHASHED_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Sections that do not change what a run trains or records (read by other commands).
+UNHASHED_SECTIONS = ("privacy.audit",)
+
+
 def _hashed_sections(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The sections as hashed: keys added later (`hashed_at_default=False`, and the registry
     parameters of `UNHASHED_PARAM_DEFAULTS`) are left out while at their default, as are empty
     registry parameters and sections that end up empty."""
     hashed: dict[str, Any] = {}
     for name, values in sections.items():
+        if name in UNHASHED_SECTIONS:
+            continue
         schema = SCHEMA.get(name, {})
         kept = {
             key: value for key, value in values.items()
@@ -622,8 +649,9 @@ def task_metrics(task: TaskSpec) -> list[str]:
 STUDY_KEYS = {"name", "seeds", "metrics", "variant", "axis"}
 
 
-def load_study(path: Path | str) -> StudySpec:
-    """Load a study: the file's task keys form the base task; variants and axes override it."""
+def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) -> StudySpec:
+    """Load a study: the file's task keys form the base task; variants and axes override it, and
+    `overrides` (dotted keys) override every variant."""
     path = Path(path)
     raw = read_toml(path)
     study = raw.get(STUDY_SECTION)
@@ -674,7 +702,7 @@ def load_study(path: Path | str) -> StudySpec:
             key = "label of a study.axis value" if variant.axes else f"study.variant[{index}].label"
             raise SpecError(f"{source}: key '{key}' must be a non-empty label. Found {variant.label!r}.")
         try:
-            task_raw = apply_overrides(base, variant.overrides)
+            task_raw = apply_overrides(base, {**variant.overrides, **(overrides or {})})
         except SpecError as error:
             raise SpecError(f"{source} ({where}): {error}") from None
         task_raw["name"] = variant.label

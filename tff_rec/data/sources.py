@@ -73,6 +73,22 @@ SOURCES: dict[str, Source] = {
             description="text file of 'user item' lines in time order (SASRec/BERT4Rec data)",
             min_interactions=(0, 0),  # the SASRec/BERT4Rec files are published already filtered
         ),
+        *(
+            Source(
+                f"sasrec-{name}",
+                sequence_file.load_sequences,
+                needs_path=True,
+                description=f"the SASRec authors' {title} file (data/{file} of kang205/SASRec): "
+                "a sequence file, used as published",
+                min_interactions=(0, 0),
+            )
+            for name, title, file in (
+                ("games", "Amazon Games", "Video.txt"),
+                ("beauty", "Amazon Beauty", "Beauty.txt"),
+                ("steam", "Steam", "Steam.txt"),
+                ("ml-1m", "MovieLens-1M", "ml-1m.txt"),
+            )
+        ),
         Source(
             "amazon",
             amazon.load_amazon,

@@ -1,11 +1,14 @@
 """The centralized reference: the same Keras model trained on the pooled training data.
 
-Each epoch visits the users in an order drawn from (task seed, epoch); every `run.checkpoint_every`
-epochs the model's and the optimizer's variables are checkpointed (`checkpoints`), and a re-run
-resumes from the last usable checkpoint with the metrics of an uninterrupted run.
+Each epoch visits the users in an order drawn from (task seed, epoch); its metrics row has the
+epoch's training time in `seconds` (without validation, as a federated round's). Every
+`run.checkpoint_every` epochs the model's and the optimizer's variables are checkpointed
+(`checkpoints`), and a re-run resumes from the last usable checkpoint with the metrics of an
+uninterrupted run.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,8 +44,10 @@ def train_centralized(context: RunContext) -> Outcome:
         context.report(row, resumed=True)
     for epoch in range(start + 1, config["epochs"] + 1):
         runtime.exit_if_terminated()  # a signal swallowed in a gc callback or __del__ lands here
+        began = time.perf_counter()
         order = seeds.round_rng(context.seed, "centralized", epoch).permutation(len(users))
         row = {"round": epoch, "loss": train_epoch(model, inputs[order], targets[order], batch_size)}
+        row["seconds"] = round(time.perf_counter() - began, 4)  # a measurement, not a result
         if epoch % every == 0 or epoch == config["epochs"]:
             row.update(context.validation_columns(score_fn, epoch))
         context.report(row)
