@@ -613,6 +613,25 @@ def evaluation_inputs(
     return users, inputs, targets, exclude
 
 
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    """Per evaluated user (in `evaluation_inputs` order): the user's index in the split, the
+    held-out target item, its full-ranking rank and its rank among the sampled negatives (None
+    without sampled metrics). `metrics_from_ranks` of them gives `evaluate`'s metrics."""
+
+    users: np.ndarray  # int64 [n]
+    targets: np.ndarray  # int64 [n]
+    full: np.ndarray  # int [n], 1 = first
+    sampled: Optional[np.ndarray]  # int [n], or None
+
+    def metrics(self, ks: Sequence[int] = (10,)) -> dict[str, float]:
+        """`evaluate`'s metrics from the ranks (without `users`)."""
+        metrics = metrics_from_ranks(self.full, ks)
+        if self.sampled is not None:
+            metrics.update(metrics_from_ranks(self.sampled, ks, prefix="sampled_"))
+        return metrics
+
+
 def evaluate(
     score_fn: ScoreFn,
     split: LeaveOneOutSplit,
@@ -640,6 +659,28 @@ def evaluate(
     front (`row_seeds`), then `uniform_negatives` per batch; weighted: Gumbel keys drawn from rng
     batch after batch. The metrics do not depend on the batch size.
     """
+    return evaluate_with_ranks(
+        score_fn, split, stage, max_len, ks, num_negatives, negative_sampling, rng,
+        item_popularity, batch_size, history_inputs, users, memory_cap,
+    )[0]
+
+
+def evaluate_with_ranks(
+    score_fn: ScoreFn,
+    split: LeaveOneOutSplit,
+    stage: str,
+    max_len: int,
+    ks: Sequence[int] = (10,),
+    num_negatives: int = 100,
+    negative_sampling: str = "uniform",
+    rng: Optional[np.random.Generator] = None,
+    item_popularity: Optional[np.ndarray] = None,
+    batch_size: int = 512,
+    history_inputs: HistoryInputs = left_pad,
+    users: Optional[np.ndarray] = None,
+    memory_cap: int = MEMORY_CAP_BYTES,
+) -> tuple[dict[str, float], Ranks]:
+    """`evaluate`'s metrics, and the ranks they average (`Ranks`)."""
     if num_negatives and rng is None:
         raise ValueError(
             "sampled metrics need an rng (np.random.Generator); pass one or set num_negatives = 0."
@@ -683,8 +724,8 @@ def evaluate(
             sampled.append(sampled_ranks(scores, targets[rows], negatives))
             del candidates
         del scores
-    metrics = metrics_from_ranks(np.concatenate(full), ks)
-    if num_negatives:
-        metrics.update(metrics_from_ranks(np.concatenate(sampled), ks, prefix="sampled_"))
+    ranks = Ranks(users, targets, np.concatenate(full),
+                  np.concatenate(sampled) if num_negatives else None)
+    metrics = ranks.metrics(ks)
     metrics["users"] = len(users)
-    return metrics
+    return metrics, ranks

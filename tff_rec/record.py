@@ -6,7 +6,9 @@ variants' labels, task hashes and grid coordinates, and the seeds; tables read r
 
 A record holds config.toml (the resolved task), metrics.csv (per round), summary.json (final
 metrics, ε, wall time), privacy.json (the ε ledger), env.json (package versions, git commit) and
-tensorboard/ (TensorBoard event files of the metrics rows, `tff_rec.board`).
+tensorboard/ (TensorBoard event files of the metrics rows, `tff_rec.board`); test_ranks.npz (each
+test user's rank of the held-out item, `tff_rec.saved`) and, for runs with a Keras model,
+model/ (the final weights, and the selected round's with `evaluation.select = "best"`).
 Every file is written to a temporary name and renamed. summary.json is written last: a run is
 complete exactly when it exists, and a complete run is never rewritten. While a run goes, its
 metrics.csv grows a row per round (rewritten whole and renamed: a reader sees whole rows only),
@@ -39,6 +41,8 @@ FAILED = "failed.json"  # a study run that raised: its error, until it is retrie
 CHECKPOINTS = "checkpoints"  # in-progress state; removed when the run completes
 TENSORBOARD = "tensorboard"  # event files of the metrics rows (not compared: they hold wall times)
 CHECKPOINT_ROWS = "rows.json"  # in each checkpoint folder: the metrics rows up to its round
+MODEL = "model"  # model/model.json, final.npz, best.npz (`tff_rec.saved`)
+RANKS = "test_ranks.npz"  # per test user: the held-out item's ranks (`tff_rec.saved`)
 RUNS = "runs"  # results/runs/<task-hash>/seed-<n>/
 MANIFEST = "study.json"  # results/<study>/study.json
 PACKAGES = (
@@ -155,6 +159,35 @@ def write_atomic(path: Path, text: str, sync: bool = True) -> None:
                 stream.flush()
                 if sync:
                     os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def write_arrays(path: Path, arrays: Mapping[str, Any]) -> None:
+    """Write named arrays as an .npz file (`np.load` reads it) atomically, with the same bytes
+    for the same arrays: members in the given order, stored uncompressed, every timestamp fixed
+    (`np.savez` stamps each member with the time of writing)."""
+    import zipfile
+
+    import numpy as np
+
+    with faults.writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.chmod(temporary, 0o666 & ~_UMASK)
+            with os.fdopen(handle, "wb") as stream:
+                with zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                    for name, value in arrays.items():
+                        member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                        member.external_attr = 0o644 << 16
+                        with archive.open(member, "w", force_zip64=True) as entry:
+                            np.lib.format.write_array(entry, np.asarray(value),
+                                                      allow_pickle=False)
+                stream.flush()
+                os.fsync(stream.fileno())
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -2,7 +2,10 @@
 
 The runner is the one place that knows every stage: it prepares the data, hands a RunContext to
 the trainer the task names, evaluates the result on validation and test items, and writes the
-record (results/runs/<task-hash>/seed-<n>/). Bad input fails before any file is written; a run
+record (results/runs/<task-hash>/seed-<n>/: with the trained model's weights and every test
+user's ranks, `tff_rec.saved`). With `evaluation.select = "best"` the test users are ranked by the
+model of the validated round with the best validation ndcg@K (`training.context.Selection`), and
+summary.json says which round (`selected_round`). Bad input fails before any file is written; a run
 that fails later leaves its checkpoints but never a summary.json, so it never looks finished.
 A study writes its manifest (results/<study>/study.json) and runs what is missing, one run at a
 time or `jobs` at once in separate processes.
@@ -40,7 +43,9 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from tff_rec import board, checks, evaluation, faults, record, runtime, seeds, stale, threads, usage
+from tff_rec import (
+    board, checks, evaluation, faults, record, runtime, saved, seeds, stale, threads, usage,
+)
 from tff_rec.prepare import PreparedData, prepare
 from tff_rec.progress import Mode, RunProgress, StudyProgress
 from tff_rec.progress import resolve as resolve_progress
@@ -71,16 +76,17 @@ def _validation_users(task: TaskSpec, seed: int, data: PreparedData) -> np.ndarr
 
 def _evaluator(task: TaskSpec, seed: int, data: PreparedData, validation_users: np.ndarray):
     """evaluate(score_fn, stage, round): validation on `validation_users` (`_validation_users`),
-    test on all users, in memory-bounded batches of at most `evaluation.batch_size` users."""
+    test on all users, in memory-bounded batches of at most `evaluation.batch_size` users; with
+    `with_ranks=True`, (metrics, `evaluation.Ranks`)."""
     section = task["evaluation"]
     sampled = section.get("validation_users") is not None
     users = {"validation": validation_users if sampled else None, "test": None}
 
-    def evaluate(score_fn: ScoreFn, stage: str, round_number: int) -> dict[str, float]:
+    def evaluate(score_fn: ScoreFn, stage: str, round_number: int, with_ranks: bool = False):
         rng = np.random.default_rng(
             [seeds.derive(seed, "evaluation"), EVALUATION_STAGES[stage], round_number]
         )
-        return evaluation.evaluate(
+        metrics, ranks = evaluation.evaluate_with_ranks(
             score_fn, data.split, stage, max_len=data.max_len, ks=tuple(section["ks"]),
             history_inputs=data.history_inputs,
             num_negatives=section["num_negatives"],
@@ -88,6 +94,7 @@ def _evaluator(task: TaskSpec, seed: int, data: PreparedData, validation_users: 
             item_popularity=data.item_popularity, batch_size=section["batch_size"],
             users=users[stage],
         )
+        return (metrics, ranks) if with_ranks else metrics
 
     return evaluate
 
@@ -259,7 +266,9 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
                 # runs grew it to 9 GB): each run gets a fresh one, started on its first TFF call.
                 worker = runtime.worker_usage()
                 runtime.stop_workers()
-            test = context.evaluate(outcome.score_fn, "test", 0)
+            # the final weights kept, and with evaluation.select = "best" the best round's set
+            kept = saved.keep_model(task, data, seed, outcome.model, context.selection, rows)
+            test, ranks = context.evaluate(outcome.score_fn, "test", 0, with_ranks=True)
             live.finish(rows)
         except BaseException as error:
             if faults.is_disk_full(error):
@@ -268,7 +277,9 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
                 with contextlib.suppress(Exception):
                     live.close()
             raise
-    validation = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val_")} if rows else {}
+    selected = saved.selected_round(context.selection, rows)
+    chosen = next((row for row in rows if row["round"] == selected), {})  # its validation chose it
+    validation = {k[4:]: v for k, v in chosen.items() if k.startswith("val_")}
     cpu_seconds = round(time.process_time() - cpu, 3)
     summary = {
         "label": task.name, "task_hash": task.hash, "seed": seed,
@@ -276,6 +287,11 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         "partition": task["partition"]["scheme"], "privacy": task["privacy"]["mechanism"],
         "model": task["model"]["name"],
         "rounds": total_rounds, "resumed_from_round": max(resumed_rounds, default=0),
+        # the model whose validation and test metrics these are: the last round's, or the best
+        # validated round's (evaluation.select; chosen by validation full-ranking selection_metric)
+        "selection": context.selection.mode, "selected_round": selected,
+        **({"selection_metric": context.selection.metric}
+           if context.selection.mode == "best" else {}),
         "validation": validation, "test": test,
         "epsilon": outcome.privacy["epsilon"] if outcome.privacy else None,
         "delta": outcome.privacy["delta"] if outcome.privacy else None,
@@ -302,7 +318,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         "worker_peak_rss_mb": worker["worker_peak_rss_mb"],
         **outcome.summary,
     }
-    _write_record(directory, task, rows, summary, outcome.privacy, environment)
+    _write_record(directory, task, rows, summary, outcome.privacy, environment, kept, ranks)
     bar.done(test, summary["wall_seconds"])  # lines: one line saying the run is done
     return RunResult(directory, summary, False)
 
@@ -315,22 +331,31 @@ def _planned_rounds(task: TaskSpec) -> int:
 
 
 def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]], summary: dict[str, Any],
-                  privacy: Optional[dict[str, Any]], environment: dict[str, Any]) -> None:
-    """Write every file of the record; summary.json last, then drop the checkpoints.
+                  privacy: Optional[dict[str, Any]], environment: dict[str, Any],
+                  kept: Optional[saved.KeptModel] = None,
+                  ranks: Optional[evaluation.Ranks] = None) -> None:
+    """Write every file of the record (with the kept model and test ranks, `tff_rec.saved`);
+    summary.json last, then drop the checkpoints.
 
     If a write fails (a full disk), the files written before it are removed again: no
     half-written record, and the checkpoints stay for the next attempt.
     """
     try:
+        saved.remove(directory)  # what a killed attempt left of them
         record.write_atomic(directory / record.CONFIG, record.to_toml(task.to_dict()))
         record.write_csv(directory / record.METRICS, rows, columns=record.metrics_columns(rows))
         if privacy is not None:
             record.write_json(directory / record.PRIVACY, privacy)
         record.write_json(directory / record.ENV, environment)
+        if ranks is not None:
+            saved.write_ranks(directory, ranks)
+        if kept is not None:
+            kept.write(directory)
         record.write_json(directory / record.SUMMARY, summary)
     except BaseException:
         for name in (record.CONFIG, record.METRICS, record.PRIVACY, record.ENV):
             (directory / name).unlink(missing_ok=True)
+        saved.remove(directory)
         shutil.rmtree(directory / record.TENSORBOARD, ignore_errors=True)
         raise
     shutil.rmtree(directory / record.CHECKPOINTS, ignore_errors=True)

@@ -232,6 +232,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
             "never used to choose anything)",
             hashed_at_default=False,
         ),
+        "select": Field(
+            STR, "last", one_of("last", "best"),
+            "the model whose test metrics the record reports: the last round's, or the round with "
+            "the best validation full-ranking ndcg@K (K = the first of ks; ties: the earliest)",
+            hashed_at_default=False,
+        ),
     },
     # The privacy audit (tff_rec/privacy/audit.py, `tff-rec privacy audit`); training ignores it.
     "privacy.audit": {

@@ -49,11 +49,11 @@ def train_centralized(context: RunContext) -> Outcome:
         row = {"round": epoch, "loss": train_epoch(model, inputs[order], targets[order], batch_size)}
         row["seconds"] = round(time.perf_counter() - began, 4)  # a measurement, not a result
         if epoch % every == 0 or epoch == config["epochs"]:
-            row.update(context.validation_columns(score_fn, epoch))
+            row.update(context.validation_columns(score_fn, epoch, model))
         context.report(row)
         if epoch % task["run"]["checkpoint_every"] == 0:
             saved.save(None, epoch, context.completed_rows)
-    return Outcome(score_fn=score_fn)
+    return Outcome(score_fn=score_fn, model=model)
 
 
 def compile_model(model: tf.keras.Model, config: Mapping[str, Any]) -> None:
@@ -97,4 +97,4 @@ def _checkpoints(context: RunContext, model: tf.keras.Model) -> checkpoints.Chec
         for variable, value in zip(variables, values):  # all checked first: all or nothing
             variable.assign(value)
 
-    return checkpoints.Checkpoints(context.run_dir, write, read)
+    return checkpoints.Checkpoints(context.run_dir, write, read, context.selection)

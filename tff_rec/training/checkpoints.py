@@ -3,9 +3,10 @@
 <run>/checkpoints/program_state_<round>/ is the checkpoint of a round: the trainer's state
 (federated: the SavedModel `tff.program.FileProgramStateManager` writes, saved_model.pb and
 variables/; centralized: the model's and optimizer's variables, state.npz), rows.json (the
-metrics rows up to that round) and checkpoint.json (the round and the sha256 of every other
-file). It is built in a staging folder and renamed into place, so a process killed while saving
-leaves the checkpoints as they were; the newest `KEEP` are kept.
+metrics rows up to that round), with `evaluation.select = "best"` best.npz (the best validated
+round's weights so far, `context.Selection`), and checkpoint.json (the round and the sha256 of
+every other file). It is built in a staging folder and renamed into place, so a process killed
+while saving leaves the checkpoints as they were; the newest `KEEP` are kept.
 
 `load` takes the newest checkpoint whose files match their checksums and load; one that does not
 (a truncated or corrupt file, a missing one, a state of another shape) is skipped with one
@@ -42,10 +43,12 @@ def latest_round() -> Optional[int]:
 class Checkpoints:
     """The checkpoints of one run; `write` and `read` store the trainer's state in a folder."""
 
-    def __init__(self, run_dir: Path, write: Writer, read: Reader):
+    def __init__(self, run_dir: Path, write: Writer, read: Reader, selection: Any = None):
+        """`selection`: the run's `context.Selection`, saved with each checkpoint and restored
+        from the one the run resumes from."""
         global _latest
         self.root = Path(run_dir) / record.CHECKPOINTS
-        self._write, self._read = write, read
+        self._write, self._read, self._selection = write, read, selection
         _latest = None
 
     def versions(self) -> list[int]:
@@ -73,6 +76,8 @@ class Checkpoints:
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
                 self._write(state, folder, round_number)
+                if self._selection is not None:
+                    self._selection.save(folder)
                 record.write_json(folder / record.CHECKPOINT_ROWS, rows)
                 record.write_json(folder / MANIFEST, {"round": round_number, "sha256": _checksums(folder)})
                 if final.exists():  # left by a run that restarted from an earlier round
@@ -100,6 +105,8 @@ class Checkpoints:
                 if problem is None:
                     rows = _rows(folder / record.CHECKPOINT_ROWS, version)
                     state = self._read(folder, version)
+                    if self._selection is not None:
+                        self._selection.restore(rows, folder)
             except Exception as error:  # noqa: BLE001 - any failure to load makes it unusable
                 problem = f"{folder} does not load ({type(error).__name__}: {_first_line(error)})"
             if problem is None:

@@ -310,13 +310,13 @@ def train_federated(context: RunContext) -> Outcome:
         row["seconds"] = round(time.perf_counter() - began, 4)
         if round_number % every == 0 or round_number == algorithm["rounds"]:
             sync_model()
-            row.update(context.validation_columns(score_fn, round_number))
+            row.update(context.validation_columns(score_fn, round_number, keras_model))
         context.report(row)
         if round_number % task["run"]["checkpoint_every"] == 0:
             _checkpoint(saved, state, round_number, context)
     sync_model()
     return Outcome(
-        score_fn=score_fn,
+        score_fn=score_fn, model=keras_model,
         summary={"communication": communication_record(
             task, process, traffic, context.completed_rows)},
         privacy={**plan.to_record(), "privacy_unit": client_split.privacy_unit} if plan else None,
@@ -338,7 +338,7 @@ def _checkpoints(context: RunContext, structure) -> checkpoints.Checkpoints:
         manager = tff.program.FileProgramStateManager(str(folder.parent), prefix=checkpoints.PREFIX)
         return asyncio.run(manager.load(version, structure))
 
-    return checkpoints.Checkpoints(context.run_dir, write, read)
+    return checkpoints.Checkpoints(context.run_dir, write, read, context.selection)
 
 
 def _checkpoint(saved: checkpoints.Checkpoints, state, round_number: int, context: RunContext) -> None:

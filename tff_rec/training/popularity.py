@@ -1,4 +1,6 @@
-"""The popularity baseline: every user gets the items ranked by training-set frequency."""
+"""The popularity baseline: every user gets the items ranked by training-set frequency.
+
+It has no Keras model: its record keeps the test ranks but no model/ folder (`tff_rec.saved`)."""
 from __future__ import annotations
 
 import numpy as np
