@@ -33,7 +33,7 @@ import pandas as pd
 
 from tff_rec.data.errors import DataError, missing_data_error
 from tff_rec.data.preprocess import UNKNOWN_CATEGORY
-from tff_rec.data.records import IdCodes, clip, coded_events, numbered_lines
+from tff_rec.data.records import IdCodes, beside, clip, coded_events, numbered_lines
 from tff_rec.data.types import Interactions
 
 PathLike = Union[str, Path]
@@ -52,18 +52,11 @@ _EPOCH = datetime.date(1970, 1, 1)
 def load_lastfm_1k(path: Optional[PathLike]) -> Interactions:
     """Last.fm 1K plays with optional user profiles (see the module docstring)."""
     plays = _find(path)
-    profiles = _beside(plays.parent, PROFILES)
+    profiles = beside(plays.parent, PROFILES)
     return Interactions(
         events=_read_plays(plays),
         user_attributes=_read_profiles(profiles) if profiles is not None else None,
     )
-
-
-def _beside(folder: Path, name: str) -> Optional[Path]:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _find(path: Optional[PathLike]) -> Path:
@@ -72,7 +65,7 @@ def _find(path: Optional[PathLike]) -> Path:
         if given.is_file():
             return given
         for folder in (given, given / SUBFOLDER):
-            if folder.is_dir() and (found := _beside(folder, PLAYS)) is not None:
+            if folder.is_dir() and (found := beside(folder, PLAYS)) is not None:
                 return found
     raise missing_data_error(
         NAME,

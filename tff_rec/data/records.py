@@ -26,6 +26,14 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == _GZIP_MAGIC
 
 
+def beside(folder: Path, name: str) -> Optional[Path]:
+    """``folder/name`` or ``folder/name.gz``, whichever is a file (plain first), else None."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """(1-based line number, text without line break) of each non-blank line; plain or gzip."""
     opener = gzip.open if is_gzip(path) else open

@@ -35,6 +35,7 @@ import pandas as pd
 from tff_rec.data.errors import DataError, missing_data_error
 from tff_rec.data.records import (
     IdCodes,
+    beside,
     clip,
     coded_events,
     item_category_series,
@@ -57,18 +58,11 @@ _SECONDS_PER_DAY = 86_400
 def load_steam(path: Optional[PathLike]) -> Interactions:
     """Steam reviews with optional game genres (see the module docstring)."""
     reviews = _find(path)
-    games = _beside(reviews.parent, GAMES)
+    games = beside(reviews.parent, GAMES)
     return Interactions(
         events=_read_reviews(reviews),
         item_categories=_read_games(games) if games is not None else None,
     )
-
-
-def _beside(folder: Path, name: str) -> Optional[Path]:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _find(path: Optional[PathLike]) -> Path:
@@ -76,7 +70,7 @@ def _find(path: Optional[PathLike]) -> Path:
         given = Path(path).expanduser()
         if given.is_file():
             return given
-        if given.is_dir() and (found := _beside(given, REVIEWS)) is not None:
+        if given.is_dir() and (found := beside(given, REVIEWS)) is not None:
             return found
     raise missing_data_error(
         NAME,
