@@ -337,18 +337,6 @@ def test_data_info_json():
     assert info["filtered"]["interactions"] <= info["raw"]["interactions"]
 
 
-def test_partitioning_notebook_executes_on_a_partition_study(tmp_path):
-    study = write_study(tmp_path, "parts", {
-        "natural": "",
-        "iid": '"partition.scheme" = "iid", "partition.num_clients" = 4, "algorithm.clients_per_round" = 2',
-    }, rounds=1)
-    out = tmp_path / "results"
-    assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 0
-    text = execute_notebook("02_partitioning.ipynb", TFF_REC_STUDY=str(study),
-                            TFF_REC_RESULTS=str(out / "parts"))
-    assert "| iid | 1 |" in text and "mean_js_divergence" in text
-
-
 def test_adaptive_clip_is_logged_every_round_and_moves(tmp_path):
     path = tmp_path / "task.toml"
     path.write_text(task_text(rounds="4"))
@@ -376,23 +364,6 @@ def test_tree_run_reports_single_pass_epsilon(tmp_path):
     assert privacy["sampling"] == "shuffle" and privacy["reason"] is None
     ledger = privacy["epsilon_by_round"]
     assert len(ledger) == 3 and 0 < ledger[0] <= ledger[-1]
-
-
-def test_privacy_notebook_executes_on_a_privacy_study(tmp_path):
-    study = write_study(tmp_path, "priv", {
-        "no DP": "",
-        "gaussian (ε=20)": '"privacy.mechanism" = "gaussian", "privacy.target_epsilon" = 20.0',
-        "gaussian (ε=50)": '"privacy.mechanism" = "gaussian", "privacy.target_epsilon" = 50.0',
-    }, rounds=2)
-    out = tmp_path / "results"
-    assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 0
-    found = summaries(out / "priv")
-    assert found["gaussian (ε=20)", 0]["epsilon"] == pytest.approx(20.0, rel=1e-3)
-    dp_run = record.run_dir(out, found["gaussian (ε=20)", 0]["task_hash"], 0)
-    privacy = json.loads((dp_run / record.PRIVACY).read_text())
-    assert privacy["target_epsilon"] == 20.0 and privacy["params"]["noise_multiplier"] > 0
-    text = execute_notebook("03_privacy_utility.ipynb", TFF_REC_RESULTS=str(out / "priv"))
-    assert "gaussian (ε=50)" in text
 
 
 def test_study_dry_run_lists_every_run_and_its_state(study_dir, capsys):
@@ -510,27 +481,6 @@ def test_plot_writes_png_and_svg(study_dir, tmp_path, capsys, kind, legend):
     text = svg.read_text()
     assert "<svg" in text and legend in text and "centralized" in text  # legend and reference lines
     assert capsys.readouterr().out.split() == [str(png), str(svg)]
-
-
-def test_grid_notebook_executes_on_a_partition_x_privacy_grid(tmp_path):
-    """A 2 × 2 grid plus centralized, one seed: notebook 04's pivot, tests and plots run."""
-    axes = """
-[[study.axis]]
-name = "partition"
-values = [{ "partition.scheme" = "natural" },
-          { "partition.scheme" = "iid", "partition.num_clients" = 12, "algorithm.clients_per_round" = 3 }]
-[[study.axis]]
-name = "privacy"
-values = [{ "privacy.mechanism" = "none" },
-          { "privacy.mechanism" = "gaussian", "privacy.target_epsilon" = 20.0 }]
-"""
-    study = write_study(tmp_path, "grid", {"centralized": '"algorithm.name" = "centralized"'}, rounds=2)
-    study.write_text(study.read_text().replace("[data]", axes + "[data]", 1))
-    out = tmp_path / "results"
-    assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 0
-    text = execute_notebook("04_partition_x_privacy.ipynb", TFF_REC_RESULTS=str(out / "grid"))
-    assert "| partition \\ privacy | none | gaussian(ε=20) |" in text
-    assert "iid(K=12, m=3)" in text and "best private cell" in text
 
 
 def test_runs_differing_only_in_state_values_share_a_build_and_match_their_own_builds(tmp_path, capsys):
