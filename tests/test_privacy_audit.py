@@ -145,7 +145,7 @@ def test_real_gaussian_stays_below_its_accounted_epsilon(epsilon):
     assert found.epsilon_lower_bound <= epsilon
 
 
-@pytest.mark.parametrize("fault", ["no_noise", "unclipped", "noise_before_clip"])
+@pytest.mark.parametrize("fault", ["no_noise", "unclipped", "noise_before_clip", "weighted_average"])
 def test_broken_gaussian_is_caught(fault):
     claimed = 2.0  # the accountant's ε at δ_a of the intended mechanism
     found = _audit("gaussian", {"clip": 1.0, "noise_multiplier": _noise_for(claimed)}, fault=fault)
@@ -190,3 +190,38 @@ def test_cli_privacy_audit_json(tmp_path, capsys):
     assert record["epsilon_accounted"] > 0 and record["epsilon_lower_bound"] > 0
     assert cli.main(["privacy", "audit", str(task), "--canaries", "100000"]) == 2
     assert "canaries must be between 2 and the population" in capsys.readouterr().err
+
+
+def test_audit_is_kept_in_the_run_record_and_compare_shows_it(tmp_path, capsys):
+    from tff_rec import cli, record, results, spec
+
+    task = tmp_path / "audited.toml"
+    task.write_text(
+        'name = "audited"\n[data]\ndataset = "synthetic"\nusers = 300\nitems = 100\n'
+        '[model]\nname = "sasrec"\nmax_len = 10\nembedding_dim = 16\nnum_blocks = 1\nnum_heads = 1\n'
+        '[algorithm]\nname = "fedavg"\nrounds = 3\nclients_per_round = 30\nsampling = "poisson"\n'
+        '[privacy]\nmechanism = "gaussian"\nclip = 1.0\nnoise_multiplier = 1.0\n'
+        '[privacy.audit]\ncanaries = 200\n'
+        '[evaluation]\nnum_negatives = 50\n'
+    )
+    out = tmp_path / "results"
+    assert cli.main(["privacy", "audit", str(task), "--json", "--out", str(out)]) == 0
+    audited = json.loads(capsys.readouterr().out)
+    directory = record.run_dir(out, spec.load_task(task).hash, 0)
+    assert json.loads((directory / record.AUDIT).read_text()) == audited
+    # A broken control is not the run's mechanism: it does not replace the record's audit.
+    assert cli.main(["privacy", "audit", str(task), "--out", str(out),
+                     "--set", "privacy.audit.fault=no_noise"]) == 0
+    assert json.loads((directory / record.AUDIT).read_text()) == audited
+    # The run (made after the audit, into the same record folder) keeps it.
+    assert cli.main(["run", str(task), "--out", str(out), "--progress", "none"]) == 0
+    runs = results.load_runs([out])
+    assert runs["epsilon_lower_bound"].tolist() == [audited["epsilon_lower_bound"]]
+    assert runs["audit_epsilon_accounted"].tolist() == [audited["epsilon_accounted"]]
+    table = results.compare(runs, ["ndcg@10"])
+    assert table["audited_seeds"].tolist() == [1]
+    capsys.readouterr()
+    assert cli.main(["compare", str(out), "--metrics", "ndcg@10"]) == 0
+    shown = capsys.readouterr().out
+    assert "ε_lb / ε accounted (audit)" in shown
+    assert f"{audited['epsilon_lower_bound']:.2f} / {audited['epsilon_accounted']:.2f}" in shown

@@ -99,9 +99,7 @@ def _overrides(pairs: Sequence[str], flag: str = "--set") -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tff_rec import runner, spec
-
-    from tff_rec import record
+    from tff_rec import api, spec
 
     task = spec.load_task(args.task, _overrides(args.set))
     _check_folder(Path(args.out), "--out")
@@ -110,16 +108,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--study {args.study!r}: names the folder <out>/<study>/; allowed: a "
                          f"non-empty name without '/', '\\' or NUL that is not '.' or '..'")
     try:
-        result = runner.run_task(task, args.seed, Path(args.out), progress=args.progress,
-                                 rerun_stale=args.rerun_stale)
+        result = api.run(task, args.seed, Path(args.out), study=args.study, progress=args.progress,
+                         rerun_stale=args.rerun_stale)
     except SpecError:
         raise  # bad input, found before anything was written
     except (ValueError, KeyError, FileNotFoundError) as error:  # raised while the run ran
         raise RunFailed(f"{task.name} (task {task.hash}, seed {args.seed}) failed: "
                         f"{type(error).__name__}: {error}") from error
-    record.add_to_manifest(Path(args.out), args.study or task.name,
-                           {"label": task.name, "task_hash": task.hash, "axes": {}, "overrides": {}},
-                           args.seed)
     summary = result.summary
     if result.stale:
         print(f"tff-rec: warning: {stale_warning(1, 1, f'task {task.hash} seed {args.seed}')}",
@@ -438,7 +433,13 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
     overrides = _overrides(args.set)
     if args.canaries is not None:
         overrides["privacy.audit.canaries"] = args.canaries
-    results = [audit.audit_case(case, args.seed) for case in audit.load_cases(args.task, overrides)]
+    _check_folder(Path(args.out), "--out")
+    results = []
+    for case in audit.load_cases(args.task, overrides):
+        results.append(audit.audit_case(case, args.seed))
+        kept = audit.keep_in_record(case, results[-1], args.out)
+        if kept is not None:
+            print(f"audit of {case.label!r} kept in {kept}", file=sys.stderr)
     if args.json:
         records = [result.to_json() for result in results]
         print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
@@ -625,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--canaries", type=_integer(2), default=None,
                        help="canary clients m (privacy.audit.canaries; default 1000, at most the population)")
     audit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    audit.add_argument("--out", default=DEFAULT_OUT,
+                       help="results folder whose run records keep the audits (default: results)")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(handler=cmd_privacy_audit)
     return parser

@@ -9,6 +9,9 @@ metrics, ε, wall time), privacy.json (the ε ledger), env.json (package version
 tensorboard/ (TensorBoard event files of the metrics rows, `tff_rec.board`); test_ranks.npz (each
 test user's rank of the held-out item, `tff_rec.saved`) and, for runs with a Keras model,
 model/ (the final weights, and the selected round's with `evaluation.select = "best"`).
+`tff-rec privacy audit` adds audit.json (empirical ε lower bound beside the accountant's ε, for
+the task's mechanism at that seed) to the record of the same task and seed, made or not yet made:
+it is not part of the run, which neither reads nor removes it.
 Every file is written to a temporary name and renamed. summary.json is written last: a run is
 complete exactly when it exists, and a complete run is never rewritten. While a run goes, its
 metrics.csv grows a row per round (rewritten whole and renamed: a reader sees whole rows only),
@@ -43,6 +46,7 @@ TENSORBOARD = "tensorboard"  # event files of the metrics rows (not compared: th
 CHECKPOINT_ROWS = "rows.json"  # in each checkpoint folder: the metrics rows up to its round
 MODEL = "model"  # model/model.json, final.npz, best.npz (`tff_rec.saved`)
 RANKS = "test_ranks.npz"  # per test user: the held-out item's ranks (`tff_rec.saved`)
+AUDIT = "audit.json"  # the privacy audit of the run's mechanism (`tff-rec privacy audit`), if made
 RUNS = "runs"  # results/runs/<task-hash>/seed-<n>/
 MANIFEST = "study.json"  # results/<study>/study.json
 PACKAGES = (

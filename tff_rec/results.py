@@ -67,7 +67,29 @@ def _run_row(directory: Path) -> dict[str, Any]:
     row["path"] = str(directory)
     users = summary.get("users") or {}  # validated < evaluated: validation ranked a seeded sample
     row.update(users_validated=users.get("validated"), users_evaluated=users.get("evaluated"))
+    row.update(_audit(directory))
     return row
+
+
+AUDIT_COLUMNS = ("epsilon_lower_bound", "audit_epsilon_accounted", "audit_delta", "audit_canaries",
+                 "audit_confidence")
+
+
+def _audit(directory: Path) -> dict[str, Any]:
+    """The record's privacy audit (audit.json, `tff-rec privacy audit`): ε_lb and the accountant's
+    ε at the audit's δ_a; NaN without one."""
+    path = directory / record.AUDIT
+    if not path.is_file():
+        return dict.fromkeys(AUDIT_COLUMNS, math.nan)
+    audit = json.loads(path.read_text())
+
+    def number(value: Any) -> float:
+        return math.inf if value == "inf" else (math.nan if value is None else float(value))
+
+    return {"epsilon_lower_bound": number(audit["epsilon_lower_bound"]),
+            "audit_epsilon_accounted": number(audit["epsilon_accounted"]),
+            "audit_delta": number(audit["delta"]), "audit_canaries": number(audit["canaries"]),
+            "audit_confidence": number(audit["confidence"])}
 
 
 def _provenance(directory: Path) -> dict[str, Any]:
@@ -269,6 +291,7 @@ def compare(runs: pd.DataFrame, metrics: Optional[Sequence[str]] = None, stage: 
         if reference.empty:
             raise KeyError(f"baseline {baseline!r} is not a label of these runs; labels: "
                            f"{', '.join(dict.fromkeys(ordered['label']))}")
+    audits = "epsilon_lower_bound" in runs and bool(runs["epsilon_lower_bound"].notna().any())
     rows = []
     for (study, label, task_hash), group in ordered.groupby(["study", "label", "task_hash"], sort=False):
         first = group.iloc[0]
@@ -289,6 +312,8 @@ def compare(runs: pd.DataFrame, metrics: Optional[Sequence[str]] = None, stage: 
         row["epsilon"], row["epsilon_ci"] = mean_ci(group["epsilon"].tolist())
         row["stale"] = int(group["stale"].astype(bool).sum()) if "stale" in group else 0  # stale seeds
         row["delta"] = first["delta"]
+        if audits:
+            row.update(_audit_columns(group))
         if "simulated" in group:  # e.g. 'noise for C=5000': ε and noise of a nominal cohort
             row["simulated"] = first["simulated"] if isinstance(first["simulated"], str) else None
         for column in columns:
@@ -304,6 +329,19 @@ def compare(runs: pd.DataFrame, metrics: Optional[Sequence[str]] = None, stage: 
             table.insert(position, f"{metric}_p_holm", adjusted)
     table.attrs.update(baseline=baseline, metrics=metrics)
     return table
+
+
+def _audit_columns(group: pd.DataFrame) -> dict[str, Any]:
+    """A variant's privacy audits: seeds audited, mean ε_lb (each seed's one-run bound holds at its
+    confidence; the max over seeds would not), mean accounted ε at the audit's δ_a."""
+    audited = group.dropna(subset=["epsilon_lower_bound"])
+    if audited.empty:
+        return {"audited_seeds": 0, "epsilon_lower_bound": math.nan,
+                "audit_epsilon_accounted": math.nan, "audit_delta": math.nan}
+    return {"audited_seeds": len(audited),
+            "epsilon_lower_bound": audited["epsilon_lower_bound"].mean(),
+            "audit_epsilon_accounted": audited["audit_epsilon_accounted"].mean(),
+            "audit_delta": audited["audit_delta"].iloc[0]}
 
 
 def statistics_warnings(table: pd.DataFrame) -> list[str]:
@@ -467,6 +505,15 @@ def _epsilon_cell(row: pd.Series) -> str:
     return f"{row['epsilon']:.2f} (δ={row['delta']:.0e}){marker}"
 
 
+def _audit_cell(row: pd.Series) -> str:
+    """'0.42 / 6.10 (δ=1e-06, 2 seeds)': the audit's mean ε_lb and accounted ε at its δ_a."""
+    if not row["audited_seeds"]:
+        return "–"
+    seeds = f"{row['audited_seeds']} seed{'s' if row['audited_seeds'] > 1 else ''}"
+    return (f"{row['epsilon_lower_bound']:.2f} / {row['audit_epsilon_accounted']:.2f} "
+            f"(δ={row['audit_delta']:.0e}, {seeds})")
+
+
 def _table_metrics(table: pd.DataFrame, metrics: Optional[Sequence[str]]) -> list[str]:
     """The metrics asked for, else those `compare` made the table with."""
     return list(metrics if metrics is not None else table.attrs.get("metrics") or DEFAULT_METRICS)
@@ -501,6 +548,8 @@ def display_table(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
             if f"{metric}_p_holm" in table:
                 shown[holm_column(metric, metrics)] = [_holm_cell(p) for p in table[f"{metric}_p_holm"]]
     shown["ε"] = [_epsilon_cell(row) for _, row in table.iterrows()]
+    if "audited_seeds" in table and table["audited_seeds"].any():  # `tff-rec privacy audit` records
+        shown["ε_lb / ε accounted (audit)"] = [_audit_cell(row) for _, row in table.iterrows()]
     if "stale" in table and table["stale"].any():  # records made by other code: say which rows, and how many seeds
         shown["stale"] = [f"{n}/{seeds}" if n else "" for n, seeds in zip(table["stale"], table["seeds"])]
     if "users_validated" in table:  # `evaluation.validation_users`: say on how many users validation ran

@@ -114,7 +114,7 @@ KERAS_OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
     "sgd": (), "sgdm": (), "adam": ("beta_1", "beta_2", "epsilon"), "adagrad": ("epsilon",),
 }
 # Negative controls of the privacy audit (the registry `tff_rec.privacy.broken.FAULTS`).
-AUDIT_FAULTS = ("none", "no_noise", "unclipped", "noise_before_clip")
+AUDIT_FAULTS = ("none", "no_noise", "unclipped", "noise_before_clip", "weighted_average")
 # Federated algorithms (the registry `tff_rec.algorithms.ALGORITHMS`; named here so that loading a
 # task does not import TensorFlow) and the trainers without clients.
 FEDERATED_ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedprox", "fedsgd", "mime_lite")
@@ -250,6 +250,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         ),
         "canary_norm": Field(FLOAT, 1000.0, positive, "a canary's update norm, in clips", False),
         "benign_norm": Field(FLOAT, 0.5, non_negative, "a benign client's update norm, in clips", False),
+        "canary_weight": Field(
+            FLOAT, 100.0, positive,
+            "a canary's example weight, a benign client's being 1 (fault = weighted_average only)", False,
+        ),
     },
     "aggregation": {
         "method": Field(

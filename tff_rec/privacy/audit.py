@@ -41,7 +41,7 @@ accountant's ε for the task's mechanism, noise, sampling and rounds AT δ_a; th
 What it can show: a one-run audit is loose (with m canaries, ε_lb is at most about
 ln(m / (2 ln(1/α)))), so a sound mechanism gives ε_lb well below ε_acc, and a broken one is
 caught when its leak exceeds the claim by that margin (`broken.py`: no noise, no clip, noise
-before clipping). It does not prove a mechanism private.
+before clipping, a weighted average of clipped updates). It does not prove a mechanism private.
 """
 from __future__ import annotations
 
@@ -167,6 +167,7 @@ class AuditSettings:
       fault: `broken.FAULTS`: a deliberately broken aggregator (negative control), or "none".
       canary_norm: norm of a canary's update, in clips (initial clip for adaptive).
       benign_norm: norm of a benign client's update, in clips.
+      canary_weight: a canary's example weight (benign clients: 1), read by weighted faults only.
     """
 
     canaries: int = _DEFAULTS["canaries"]
@@ -175,6 +176,7 @@ class AuditSettings:
     fault: str = _DEFAULTS["fault"]
     canary_norm: float = _DEFAULTS["canary_norm"]
     benign_norm: float = _DEFAULTS["benign_norm"]
+    canary_weight: float = _DEFAULTS["canary_weight"]
 
     @classmethod
     def from_task(cls, task: Any) -> "AuditSettings":
@@ -224,6 +226,7 @@ def play(mechanism: str, params: Mapping[str, Any], *, population: int, clients_
     cohorts of the runner's `sampling` sampler over `population` slots, m of them canaries."""
     import tensorflow_federated as tff
 
+    from tff_rec.privacy.broken import WEIGHTED_FAULTS
     from tff_rec.training.federated import SAMPLERS
 
     m = settings.canaries
@@ -233,8 +236,9 @@ def play(mechanism: str, params: Mapping[str, Any], *, population: int, clients_
     if sampling not in SAMPLERS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLERS)}. Found {sampling!r}.")
     clip = reference_clip(params)
+    weighted = settings.fault in WEIGHTED_FAULTS  # records carry their weight as a last coordinate
     process = _aggregator(mechanism, params, settings.fault, clients_per_round, noise_seed).create(
-        tff.TensorType(np.float32, [m]))
+        tff.TensorType(np.float32, [m + 1 if weighted else m]))
     coins = np.random.default_rng([seed, _TAG, _COINS]).random(m) < 0.5
     benign = np.random.default_rng([seed, _TAG, _BENIGN])
     canary_norm = np.float32(settings.canary_norm * clip)
@@ -243,10 +247,12 @@ def play(mechanism: str, params: Mapping[str, Any], *, population: int, clients_
     for round_number in range(1, rounds + 1):
         values = []
         for slot in SAMPLERS[sampling](population, seed, round_number, clients_per_round):
+            weight = 1.0
             if slot < m:
                 if coins[slot]:
                     update = np.zeros(m, np.float32)
                     update[slot] = canary_norm
+                    weight = settings.canary_weight
                 elif out_is_absent:
                     continue
                 else:
@@ -254,10 +260,12 @@ def play(mechanism: str, params: Mapping[str, Any], *, population: int, clients_
             else:
                 direction = benign.standard_normal(m)
                 update = (direction * (settings.benign_norm * clip / np.linalg.norm(direction)))
+            if weighted:
+                update = np.append(update, weight)
             values.append(update.astype(np.float32))
         output = process.next(state, values)
         state = output.state
-        total += np.asarray(output.result, np.float64)
+        total += np.asarray(output.result, np.float64)[:m]
         sizes.append(len(values))
     return Game(scores=total, coins=coins, cohort_sizes=tuple(sizes))
 
@@ -390,6 +398,19 @@ def audit_case(case: AuditCase, seed: int = 0) -> AuditResult:
         guesses=best.guesses, correct=best.correct, k_plus=best.k_plus, k_minus=best.k_minus,
         seed=seed, seconds=round(time.monotonic() - started, 2), reason=reason,
     )
+
+
+def keep_in_record(case: AuditCase, result: AuditResult, out: Path | str) -> Optional[Path]:
+    """Write an audit of the task's own mechanism to its run record (record.AUDIT, beside the
+    record of the same task and seed, made or not yet made), where `compare` reads it. Audits of
+    a broken control (`fault`) are not the run's: None."""
+    from tff_rec import record
+
+    if result.fault != "none":
+        return None
+    path = record.run_dir(Path(out), case.task.hash, result.seed) / record.AUDIT
+    record.write_json(path, result.to_json())
+    return path
 
 
 def format_results(results: Sequence[AuditResult]) -> str:

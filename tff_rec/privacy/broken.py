@@ -26,7 +26,9 @@ import tensorflow_privacy as tfp
 from tff_rec.privacy.aggregator import QueryAggregatorFactory
 from tff_rec.privacy.queries import SeededGaussianSumQuery
 
-FAULTS = ("none", "no_noise", "unclipped", "noise_before_clip")
+FAULTS = ("none", "no_noise", "unclipped", "noise_before_clip", "weighted_average")
+# Faults whose records carry the client's example weight as a last coordinate (`audit.play`).
+WEIGHTED_FAULTS = ("weighted_average",)
 # The mechanisms a fault can be injected into: the faults rebuild the gaussian query.
 FAULTY_MECHANISMS = ("gaussian",)
 
@@ -64,6 +66,24 @@ class NoiseBeforeClipGaussianSumQuery(SeededGaussianSumQuery):
         return sample_state, new_global_state, event
 
 
+class WeightedAverageGaussianSumQuery(SeededGaussianSumQuery):
+    """Clipped updates weighted by example counts, noise for weight 1, divided by the weight sum.
+
+    A record is [update..., weight]; the result is [Σ wᵢ·clip(xᵢ) + noise) / Σ wᵢ..., Σ wᵢ] (the
+    weight sum is released unnoised, as a weighted mean's denominator is).
+    """
+
+    def preprocess_record(self, params, record):
+        update, weight = record[:-1], record[-1]
+        clipped = super().preprocess_record(params, update)
+        return tf.concat([clipped * weight, weight[tf.newaxis]], axis=0)
+
+    def get_noised_result(self, sample_state, global_state):
+        total, weights = sample_state[:-1], sample_state[-1]
+        noised, new_global_state, event = super().get_noised_result(total, global_state)
+        return tf.concat([noised / weights, weights[tf.newaxis]], axis=0), new_global_state, event
+
+
 def _sum_query(fault: str, *, clip: float, stddev: float, noise_seed: int,
                clients_per_round: int) -> tfp.SumAggregationDPQuery:
     if fault == "no_noise":
@@ -72,6 +92,8 @@ def _sum_query(fault: str, *, clip: float, stddev: float, noise_seed: int,
         return UnclippedGaussianSumQuery(clip, stddev, noise_seed=noise_seed)
     if fault == "noise_before_clip":
         return NoiseBeforeClipGaussianSumQuery(clip, stddev, noise_seed, clients_per_round)
+    if fault == "weighted_average":
+        return WeightedAverageGaussianSumQuery(clip, stddev, noise_seed=noise_seed)
     raise ValueError(f"privacy.audit.fault must be one of {', '.join(FAULTS)}. Found {fault!r}.")
 
 
@@ -86,5 +108,7 @@ def build_faulty_aggregator(fault: str, mechanism: str, *, clients_per_round: in
     clip, z = params["clip"], params["noise_multiplier"]
     query = _sum_query(fault, clip=clip, stddev=clip * z, noise_seed=noise_seed,
                        clients_per_round=clients_per_round)
+    if fault in WEIGHTED_FAULTS:  # normalized by its own weight sum
+        return QueryAggregatorFactory(query)
     return QueryAggregatorFactory(tfp.NormalizedQuery(query, denominator=float(clients_per_round)))
 
