@@ -85,12 +85,14 @@ def load_results(paths: Union[PathLike, Sequence[PathLike]]) -> "pd.DataFrame":
 
 
 def compare(runs: "pd.DataFrame", metrics: Optional[Sequence[str]] = None, *,
-            baseline: Optional[str] = None, stage: str = "test") -> "pd.DataFrame":
-    """One row per variant: mean ± 95% CI over seeds, paired tests against `baseline` with Holm
-    adjusted p-values (`results.compare`); `results.format_table` renders it."""
+            baseline: Optional[str] = None, stage: str = "test",
+            columns: Sequence[str] = ()) -> "pd.DataFrame":
+    """One row per variant: mean ± 95% CI over seeds (default metrics: the study's), paired tests
+    against `baseline` with Holm adjusted p-values, the mean of further numeric `columns`
+    (`results.compare`); `results.format_table` renders it."""
     from tff_rec import results
 
-    return results.compare(runs, metrics, stage=stage, baseline=baseline)
+    return results.compare(runs, metrics, stage=stage, columns=columns, baseline=baseline)
 
 
 def load_model(run_path: PathLike, which: str = "selected"):
