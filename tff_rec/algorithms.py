@@ -22,17 +22,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rec.algorithm_registry import ALGORITHMS, OPTIMIZER_HPARAMS, Algorithm  # noqa: F401  (re-exported)
+
 LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
 
-# Hyperparameters each optimizer accepts besides the learning rate (the task's [algorithm.server]
-# keys); None means TFF's default. `initial_accumulator` is TFF's `initial_preconditioner_value`.
-OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
-    "sgd": ("momentum",),
-    "sgdm": ("momentum",),
-    "adam": ("beta_1", "beta_2", "epsilon"),
-    "yogi": ("beta_1", "beta_2", "epsilon", "initial_accumulator"),
-    "adagrad": ("initial_accumulator", "epsilon"),
-}
 _TFF_NAMES = {"initial_accumulator": "initial_preconditioner_value"}
 
 
@@ -320,53 +313,6 @@ def build_mime_lite(setup: FederatedSetup) -> tff.learning.templates.LearningPro
         full_gradient_aggregator=_uplink(setup, weighted=True),
         loop_implementation=LOOP,
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class Algorithm:
-    """A named federated algorithm.
-
-    weighted: whether, without DP, client contributions are weighted by their example counts.
-    dp_refusal: why DP aggregators do not compose with it (None: they do, averaging unweighted).
-    client_optimizer: `f(client section, params) -> Optimizer`, the optimizer its client work
-      steps with, for algorithms whose process exposes that optimizer's hyperparameters through
-      `get_hparams` (with a constant client learning rate); None where they are built in.
-    """
-
-    name: str
-    description: str
-    reference: str
-    builder: Callable[[FederatedSetup], tff.learning.templates.LearningProcess]
-    weighted: bool
-    dp_refusal: Optional[str] = None
-    client_optimizer: Optional[Callable[[Mapping[str, Any], Mapping[str, Any]],
-                                        tff.learning.optimizers.Optimizer]] = None
-
-
-ALGORITHMS: dict[str, Algorithm] = {
-    entry.name: entry
-    for entry in (
-        Algorithm("fedavg", "FedAvg, average weighted by examples (unweighted with DP)",
-                  "McMahan et al. 2017", build_fedavg, weighted=True,
-                  client_optimizer=own_client_optimizer),
-        Algorithm("fedavg_unweighted", "FedAvg, plain average of client updates",
-                  "McMahan et al. 2017", build_fedavg_unweighted, weighted=False,
-                  client_optimizer=own_client_optimizer),
-        Algorithm("fedprox", "FedProx: local proximal term mu/2 ||w - w_global||^2",
-                  "Li et al. 2020, Federated Optimization in Heterogeneous Networks",
-                  build_fedprox, weighted=True, client_optimizer=proximal_client_optimizer),
-        Algorithm("fedsgd", "FedSGD: one gradient per client per round", "McMahan et al. 2017",
-                  build_fedsgd, weighted=True),
-        Algorithm("mime_lite", "Mime Lite: client steps with the server's optimizer state",
-                  "Karimireddy et al. 2021, Breaking the centralized barrier...",
-                  build_mime_lite, weighted=True,
-                  dp_refusal=(
-                      "mime_lite also sends each client's full gradient to the server through a "
-                      "separate aggregator that the DP mechanism does not cover; the optimizer "
-                      "state built from it is broadcast to the next cohort, so DP on the model "
-                      "update alone gives no guarantee")),
-    )
-}
 
 
 def build_process(setup: FederatedSetup) -> tff.learning.templates.LearningProcess:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from tff_rec import seeds
+from tff_rec.algorithm_registry import get_algorithm
 from tff_rec.data.types import LeaveOneOutSplit
-from tff_rec.spec import FEDERATED_ALGORITHMS, SpecError, StudySpec, TaskSpec
+from tff_rec.spec import SpecError, StudySpec, TaskSpec
 
 if TYPE_CHECKING:
     from tff_rec.partition import Partition
@@ -44,7 +45,7 @@ def check_task(task: TaskSpec, seed: int, split: Optional[LeaveOneOutSplit] = No
             f"{items} items after filtering, so a target has at most {items - 1} negatives. "
             f"Found {negatives}; allowed: {allowed}."
         )
-    if task["algorithm"]["name"] in FEDERATED_ALGORITHMS:
+    if get_algorithm(task["algorithm"]["name"]) is not None:  # built in or a plugin's
         _check_clients(task, seed, split)
 
 

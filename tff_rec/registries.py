@@ -23,13 +23,13 @@ def _partition_params(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _model_params(section: Mapping[str, Any]) -> dict[str, Any]:
-    from tff_rec import models
+    from tff_rec.models import registry as models
 
     return models.model_hparams(section["name"])
 
 
 def _privacy_params(section: Mapping[str, Any]) -> dict[str, Any]:
-    from tff_rec.privacy import mechanisms
+    from tff_rec.privacy import mechanism_registry as mechanisms
 
     return mechanisms.get_mechanism(section["mechanism"]).defaults()
 
@@ -100,11 +100,10 @@ def keyed(message: str) -> str:
 
 def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Rules that involve more than one section; raise SpecError naming the keys."""
-    from tff_rec import models
-    from tff_rec.privacy import mechanisms
+    from tff_rec.algorithm_registry import get_algorithm
+    from tff_rec.models import registry as models
+    from tff_rec.privacy import mechanism_registry as mechanisms
     from tff_rec.spec import SpecError
-
-    from tff_rec.spec import FEDERATED_ALGORITHMS
 
     _check_registry_values(source, sections)
     try:  # model keys together (presets, heads dividing d, ...), before anything trains
@@ -119,7 +118,7 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
             )
     algorithm = sections["algorithm"]["name"]
     privacy = sections["privacy"]
-    if algorithm not in FEDERATED_ALGORITHMS and privacy["mechanism"] != "none":
+    if get_algorithm(algorithm) is None and privacy["mechanism"] != "none":
         raise SpecError(
             f"{source}: privacy.mechanism = {privacy['mechanism']!r} needs a federated algorithm; "
             f"algorithm.name = {algorithm!r} trains without clients (use privacy.mechanism = 'none')"
@@ -209,7 +208,7 @@ def _check_noise_rules(source: str, sections: Mapping[str, Mapping[str, Any]]) -
 def check_adaptive_noise(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Adaptive clipping's split of an explicit noise multiplier between the update sum and the
     clipped count (TFF's rule: the count's noise multiplier 2s must exceed the total z)."""
-    from tff_rec.privacy import mechanisms
+    from tff_rec.privacy import mechanism_registry as mechanisms
     from tff_rec.spec import SpecError
 
     privacy, algorithm = sections["privacy"], sections["algorithm"]
@@ -240,7 +239,7 @@ DDP_UNAVAILABLE = (
 def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Algorithm parameters, server-optimizer hyperparameters and what composes with what."""
     from tff_rec import aggregation
-    from tff_rec.algorithms import ALGORITHMS, OPTIMIZER_HPARAMS
+    from tff_rec.algorithm_registry import ALGORITHMS, OPTIMIZER_HPARAMS, get_algorithm
     from tff_rec.spec import SCHEMA, SpecError
 
     name = sections["algorithm"]["name"]
@@ -271,7 +270,7 @@ def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> 
         aggregation.validate_params(method, sections["aggregation"]["params"])
     except ValueError as error:
         raise SpecError(f"{source}: {error}") from None
-    if name not in ALGORITHMS:  # centralized, popularity: no clients, nothing more to compose
+    if get_algorithm(name) is None:  # centralized, popularity: no clients, nothing more to compose
         if method != "plain":
             raise SpecError(
                 f"{source}: aggregation.method = {method!r} needs a federated algorithm; "

@@ -20,7 +20,7 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from tff_rec import grid
+from tff_rec import algorithm_registry, grid
 
 SPEC_VERSION = 1
 
@@ -115,10 +115,18 @@ KERAS_OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
 }
 # Negative controls of the privacy audit (the registry `tff_rec.privacy.broken.FAULTS`).
 AUDIT_FAULTS = ("none", "no_noise", "unclipped", "noise_before_clip", "weighted_average")
-# Federated algorithms (the registry `tff_rec.algorithms.ALGORITHMS`; named here so that loading a
-# task does not import TensorFlow) and the trainers without clients.
-FEDERATED_ALGORITHMS = ("fedavg", "fedavg_unweighted", "fedprox", "fedsgd", "mime_lite")
+# The built-in federated algorithms (the registry `tff_rec.algorithm_registry.ALGORITHMS`, which
+# imports no TensorFlow) and the trainers without clients.
+FEDERATED_ALGORITHMS = tuple(algorithm_registry.ALGORITHMS)
 ALGORITHMS = FEDERATED_ALGORITHMS + ("centralized", "popularity")
+
+
+def algorithm_name(value: Any) -> Optional[str]:
+    """A built-in trainer or a registered federated algorithm (a plugin's is loaded here)."""
+    if value in ALGORITHMS or algorithm_registry.get_algorithm(value) is not None:
+        return None
+    return one_of(*ALGORITHMS)(value)
+
 
 # Fixed sections: key → Field. Sections with registry-defined keys (dataset params, partition
 # params, model hparams, privacy params) are validated against their registries in `_resolve`.
@@ -144,7 +152,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed_offset": Field(INT, 0, non_negative, "extra offset for model init seeds (ablations)"),
     },
     "algorithm": {
-        "name": Field(STR, "fedavg", one_of(*ALGORITHMS)),
+        "name": Field(STR, "fedavg", algorithm_name),
         "rounds": Field(INT, 20, positive_at_most(MAX_ROUNDS, ROUNDS_WHY)),
         "clients_per_round": Field(INT, 32, positive),
         "sampling": Field(

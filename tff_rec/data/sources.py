@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
+from tff_rec import plugins
 from tff_rec.data import amazon, lastfm, movielens, sequence_file, steam, synthetic
 from tff_rec.data.errors import DataError
 from tff_rec.data.types import Interactions
@@ -116,7 +117,7 @@ SOURCES: dict[str, Source] = {
 
 def get_source(name: str) -> Source:
     """The registered source called ``name``."""
-    if name not in SOURCES:
+    if name not in SOURCES and not plugins.lookup("tff_rec.datasets", name):
         raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
     return SOURCES[name]
 

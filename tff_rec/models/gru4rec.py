@@ -1,36 +1,12 @@
 """GRU4Rec (Hidasi et al., 2016): a recurrent, non-transformer next-item reference."""
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 
-from tff_rec.models.base import CommonHParams, ItemSequenceModel, keras_nlp, padding_mask, positive_int
-
-
-@dataclasses.dataclass(frozen=True)
-class GRU4RecHParams(CommonHParams):
-    """GRU4Rec hyperparameters (same examples and evaluation as SASRec).
-
-    Presets (embedding_dim = GRU units, num_layers): tiny 16/1, small 32/1, base 100/1 (the
-    paper's 100 units, one layer), large 512/2. The GRU width equals embedding_dim, so the item
-    embedding can be tied to the output (tie_embeddings).
-    num_layers: stacked GRU layers.
-    """
-
-    PRESETS: ClassVar[dict[str, dict[str, int]]] = {
-        "tiny": {"embedding_dim": 16, "num_layers": 1},
-        "small": {"embedding_dim": 32, "num_layers": 1},
-        "base": {"embedding_dim": 100, "num_layers": 1},
-        "large": {"embedding_dim": 512, "num_layers": 2},
-    }
-
-    num_layers: Optional[int] = None
-
-    def validate(self) -> None:
-        super().validate()
-        positive_int("num_layers", self.num_layers)
+from tff_rec.models.base import ItemSequenceModel, keras_nlp, padding_mask
+from tff_rec.models.hparams import GRU4RecHParams  # noqa: F401  (declared without TensorFlow)
 
 
 class GRU4Rec(ItemSequenceModel):

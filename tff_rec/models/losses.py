@@ -28,12 +28,12 @@ Reproducibility).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
 
 from tff_rec.data.types import PADDING_ITEM
+from tff_rec.models.loss_registry import LOSSES, LossEntry  # noqa: F401  (re-exported)
 
 # Logit given to a sampled negative that is the position's own target ("accidental hit"):
 # exp(_HIDDEN - max) is exactly 0 in float32, so the hit drops out of the softmax.
@@ -289,34 +289,21 @@ class GeneralizedBCE(NegativeSamplingBCE):
         return float(self.num_negatives + 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class LossEntry:
-    """A training loss: how to build it for a model, and whether the model must then return
-    hidden states (not logits) in training mode."""
-
-    build: Callable[[Any], tf.keras.losses.Loss]
-    scores_hidden_states: bool
+# Builders of the `LOSSES` entries (`loss_registry`, declared without TensorFlow).
 
 
-LOSSES: dict[str, LossEntry] = {
-    "softmax": LossEntry(build=lambda model: MaskedNextItemLoss(), scores_hidden_states=False),
-    "sampled_softmax": LossEntry(
-        build=lambda model: SampledSoftmaxLoss(
-            model.item_vectors, model.num_items, model.hparams.num_sampled
-        ),
-        scores_hidden_states=True,
-    ),
-    "bce": LossEntry(
-        build=lambda model: NegativeSamplingBCE(
-            model.item_vectors, model.num_items, model.hparams.num_negatives
-        ),
-        scores_hidden_states=True,
-    ),
-    "gbce": LossEntry(
-        build=lambda model: GeneralizedBCE(
-            model.item_vectors, model.num_items, model.hparams.num_negatives,
-            model.hparams.gbce_t,
-        ),
-        scores_hidden_states=True,
-    ),
-}
+def softmax_loss(model: Any) -> tf.keras.losses.Loss:
+    return MaskedNextItemLoss()
+
+
+def sampled_softmax_loss(model: Any) -> tf.keras.losses.Loss:
+    return SampledSoftmaxLoss(model.item_vectors, model.num_items, model.hparams.num_sampled)
+
+
+def bce_loss(model: Any) -> tf.keras.losses.Loss:
+    return NegativeSamplingBCE(model.item_vectors, model.num_items, model.hparams.num_negatives)
+
+
+def gbce_loss(model: Any) -> tf.keras.losses.Loss:
+    return GeneralizedBCE(model.item_vectors, model.num_items, model.hparams.num_negatives,
+                          model.hparams.gbce_t)

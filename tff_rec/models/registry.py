@@ -1,40 +1,46 @@
-"""The model registry: name → hyperparameters, Keras model, and the examples it trains on."""
+"""The model registry: name → hyperparameters, Keras model, and the examples it trains on.
+
+Declared without TensorFlow: an entry's hyperparameter class (`hparams`) validates a task's
+`[model]` keys at load, and its `build` (a `tff_rec.lazy.Ref` for the built-in models) is
+imported only when a run builds the model. Models from other packages register through the
+`tff_rec.models` entry point group (`tff_rec.plugins`).
+"""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
 
-from tff_rec.models.base import CommonHParams, ItemSequenceModel
-from tff_rec.models.bert4rec import BERT4Rec, BERT4RecHParams
-from tff_rec.models.dropout import make_dropout_stateless
-from tff_rec.models.examples import EXAMPLES
-from tff_rec.models.gru4rec import GRU4Rec, GRU4RecHParams
-from tff_rec.models.losses import LOSSES
-from tff_rec.models.sasrec import SASRec, SASRecHParams
+from tff_rec import plugins
+from tff_rec.lazy import Ref
+from tff_rec.models.hparams import BERT4RecHParams, CommonHParams, GRU4RecHParams, SASRecHParams
+from tff_rec.models.loss_registry import LOSSES
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """A registered model: its hyperparameter dataclass (defaults = the task file's defaults,
-    validated on construction), its constructor, and the `EXAMPLES` builder it trains on."""
+    validated on construction), its constructor `build(num_items, hparams) -> Keras model` (an
+    `ItemSequenceModel`), and the `EXAMPLES` builder it trains on."""
 
     hparams: type[CommonHParams]
-    build: Callable[[int, Any], ItemSequenceModel]
+    build: Callable[[int, Any], Any]
     examples: str
 
 
 MODELS: dict[str, ModelEntry] = {
-    "sasrec": ModelEntry(hparams=SASRecHParams, build=SASRec, examples="next_item"),
-    "bert4rec": ModelEntry(hparams=BERT4RecHParams, build=BERT4Rec, examples="masked_item"),
-    "gru4rec": ModelEntry(hparams=GRU4RecHParams, build=GRU4Rec, examples="next_item"),
+    "sasrec": ModelEntry(hparams=SASRecHParams, build=Ref("tff_rec.models.sasrec:SASRec"),
+                         examples="next_item"),
+    "bert4rec": ModelEntry(hparams=BERT4RecHParams, build=Ref("tff_rec.models.bert4rec:BERT4Rec"),
+                           examples="masked_item"),
+    "gru4rec": ModelEntry(hparams=GRU4RecHParams, build=Ref("tff_rec.models.gru4rec:GRU4Rec"),
+                          examples="next_item"),
 }
 
 
 def _entry(name: str) -> ModelEntry:
-    if name not in MODELS:
+    if name not in MODELS and not plugins.lookup("tff_rec.models", name):
         raise ValueError(f"Unknown model {name!r}. Allowed: {', '.join(sorted(MODELS))}.")
     return MODELS[name]
 
@@ -59,7 +65,7 @@ def resolve_hparams(name: str, **hparams: Any) -> CommonHParams:
     return entry.hparams(**hparams)
 
 
-def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> ItemSequenceModel:
+def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> Any:
     """A built (variables created), uncompiled Keras model; same seed → same initial weights.
 
     Determinism: `tf.keras.utils.set_random_seed(seed)` runs first. It reseeds Keras's seed
@@ -69,6 +75,10 @@ def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> Item
     option: keras-nlp clones one initializer for all sublayers of a block, which would make
     same-shaped kernels (query, key, value) identical.
     """
+    import tensorflow as tf
+
+    from tff_rec.models.dropout import make_dropout_stateless
+
     config = resolve_hparams(name, **hparams)
     if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
         raise ValueError(f"num_items must be a positive integer. Found {num_items!r}.")
@@ -79,14 +89,17 @@ def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> Item
     return model
 
 
-def training_loss(model: ItemSequenceModel) -> tf.keras.losses.Loss:
-    """The loss `model` trains with (its `loss` hyperparameter), bound to the model if needed."""
+def training_loss(model: Any) -> Any:
+    """The loss `model` trains with (its `loss` hyperparameter), bound to the model if needed:
+    a `tf.keras.losses.Loss`."""
     return LOSSES[model.hparams.loss].build(model)
 
 
 def example_recipe(name: str, task_seed: int, **hparams: Any) -> dict[str, Any]:
     """JSON-able description of model `name`'s training examples beyond (data, max_len):
     {"builder": an `EXAMPLES` name, **its parameters}. Equal recipes → equal examples."""
+    from tff_rec.models.examples import EXAMPLES
+
     entry = _entry(name)
     config = resolve_hparams(name, **hparams)
     return {"builder": entry.examples, **EXAMPLES[entry.examples].params(config, task_seed)}

@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 
+from tff_rec import plugins
 from tff_rec.data.types import LeaveOneOutSplit
 from tff_rec.partition import users as user_view
 
@@ -320,7 +321,7 @@ SCHEMES: dict[str, Scheme] = {
 
 
 def _scheme(name: str) -> Scheme:
-    if name not in SCHEMES:
+    if name not in SCHEMES and not plugins.lookup("tff_rec.partitioners", name):
         raise ValueError(f"{_label('scheme')} {name!r} is unknown; available: {', '.join(SCHEMES)}.")
     return SCHEMES[name]
 

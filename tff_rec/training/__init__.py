@@ -25,8 +25,20 @@ def _popularity(context: RunContext) -> Outcome:
     return train_popularity(context)
 
 
-TRAINERS: dict[str, Callable[[RunContext], Outcome]] = {
+class _Trainers(dict):
+    """Name → trainer; a federated algorithm registered by a plugin (`tff_rec.plugins`) trains
+    with the federated trainer too."""
+
+    def __missing__(self, name: str) -> Callable[[RunContext], Outcome]:
+        from tff_rec.algorithm_registry import get_algorithm
+
+        if isinstance(name, str) and get_algorithm(name) is not None:
+            return _federated
+        raise KeyError(name)
+
+
+TRAINERS: dict[str, Callable[[RunContext], Outcome]] = _Trainers({
     **{name: _federated for name in FEDERATED_ALGORITHMS},
     "centralized": _centralized,
     "popularity": _popularity,
-}
+})
