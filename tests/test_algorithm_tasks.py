@@ -77,11 +77,10 @@ def test_sound_combinations_load(overrides):
 
 
 def test_ddp_reports_no_epsilon_and_says_why():
-    from tff_rec.privacy import mechanisms
-    from tff_rec.training.federated import _sampled_gaussian_ledger
+    from tff_rec.privacy import accounting, mechanisms
 
     ddp = mechanisms.get_mechanism("ddp")
-    ledger, reason = _sampled_gaussian_ledger(
+    ledger, reason = accounting.mechanism_ledger(
         ddp, mechanisms.validate_params("ddp", {}), 3,
         dict(population=100, clients_per_round=10, delta=1e-5, sampling="poisson", accountant="rdp"),
     )

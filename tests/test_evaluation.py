@@ -541,7 +541,7 @@ def _scores_of(split: LeaveOneOutSplit, score, users):
 
 
 def test_runner_validates_on_the_sample_and_tests_on_all(tmp_path) -> None:
-    from tff_rec import runner, spec
+    from tff_rec import protocol, runner, spec
 
     def run(seed: int, validation_users) -> dict:
         evaluation = {"ks": [10], "num_negatives": 20}
@@ -562,7 +562,7 @@ def test_runner_validates_on_the_sample_and_tests_on_all(tmp_path) -> None:
     assert users["validated"] == summary["validation"]["users"] == 30
     assert users["evaluated"] == summary["test"]["users"] > 100
     data = prepare(task, 0)
-    assert runner._validation_users(task, 0, data).tolist() == runner._validation_users(task, 0, data).tolist()
-    assert runner._validation_users(task, 0, data).tolist() != runner._validation_users(task, 1, data).tolist()
+    assert protocol.validation_users(task, 0, data).tolist() == protocol.validation_users(task, 0, data).tolist()
+    assert protocol.validation_users(task, 0, data).tolist() != protocol.validation_users(task, 1, data).tolist()
     table = results.display_table(results.compare(results.load_runs([tmp_path])))
     assert set(table["validation users"]) == {f"30 of {users['evaluated']}", ""}

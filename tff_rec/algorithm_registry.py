@@ -25,6 +25,9 @@ OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+FEDPROX_MU = 0.01  # algorithm.fedprox.mu's default (a task that sets it must be fedprox)
+
+
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
     """A named federated algorithm.

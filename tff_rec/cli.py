@@ -363,32 +363,20 @@ def _simulated(args: argparse.Namespace, noise: float) -> dict[str, Any]:
                           "aggregator_noise_multiplier": noise * scale}}
 
 
-def _gaussian_epsilon(noise: float, accountant: str, common: dict[str, Any]):
+def _analysis(mechanism: str):
+    """The ε analysis of a registered mechanism (`accounting.ANALYSES`), as a run accounts it."""
     from tff_rec.privacy import accounting
+    from tff_rec.privacy.mechanism_registry import get_mechanism
 
-    if common["sampling"] not in accounting.SAMPLINGS:
-        return None, f"no accounting of the Gaussian mechanism under {common['sampling']!r} sampling"
-    result = accounting.epsilon(noise_multiplier=noise, accountant=accountant, **common)
-    return result.epsilon, result.reason
-
-
-def _tree_epsilon(noise: float, accountant: str, common: dict[str, Any]):
-    from tff_rec.privacy import accounting
-
-    ledger, reason = accounting.tree_epsilon_ledger(noise_multiplier=noise, accountant=accountant, **common)
-    return ledger[-1], reason
-
-
-EPSILON_BY_MECHANISM = {"gaussian": _gaussian_epsilon, "tree": _tree_epsilon}
+    return accounting.ANALYSES[get_mechanism(mechanism).analysis]
 
 
 def cmd_privacy_epsilon(args: argparse.Namespace) -> int:
     common = _privacy_common(args)
     epsilons, reasons = {}, {}
     for name in ("rdp", "pld"):
-        epsilons[name], reasons[name] = EPSILON_BY_MECHANISM[args.mechanism](
-            args.noise_multiplier, name, common
-        )
+        epsilons[name], reasons[name] = _analysis(args.mechanism).final(
+            noise_multiplier=args.noise_multiplier, accountant=name, **common)
     if args.json:
         print(json.dumps({
             "epsilon": epsilons, "delta": common["delta"],
@@ -410,12 +398,8 @@ def cmd_privacy_epsilon(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_calibrate(args: argparse.Namespace) -> int:
-    from tff_rec.privacy import accounting
-
     common = _privacy_common(args)
-    calibrate = {"gaussian": accounting.calibrate_noise_multiplier,
-                 "tree": accounting.calibrate_tree_noise_multiplier}[args.mechanism]
-    noise, achieved = calibrate(target_epsilon=args.target_epsilon, accountant=args.accountant, **common)
+    noise, achieved = _analysis(args.mechanism).calibrate(target_epsilon=args.target_epsilon, accountant=args.accountant, **common)
     if args.json:
         print(json.dumps({"noise_multiplier": noise, "epsilon": achieved,
                           "delta": common["delta"], "accountant": args.accountant,

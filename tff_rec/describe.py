@@ -56,7 +56,10 @@ def calibrated_noise(task: TaskSpec, population: int) -> Optional[dict[str, Any]
     accounted = population if cohort is None else cohort.population
     clients = algorithm["clients_per_round"] if cohort is None else cohort.noise_cohort_size
     delta = privacy["delta"] or accounting.default_delta(accounted)
-    noise, achieved = _calibrate(privacy["mechanism"] == "tree", float(privacy["target_epsilon"]),
+    from tff_rec.privacy.mechanism_registry import get_mechanism
+
+    analysis = get_mechanism(privacy["mechanism"]).analysis
+    noise, achieved = _calibrate(analysis, float(privacy["target_epsilon"]),
                                  accounted, clients, algorithm["rounds"], delta,
                                  algorithm["sampling"], privacy["accountant"])
     return {"target_epsilon": privacy["target_epsilon"], "noise_multiplier": noise,
@@ -65,13 +68,11 @@ def calibrated_noise(task: TaskSpec, population: int) -> Optional[dict[str, Any]
 
 
 @functools.lru_cache(maxsize=None)
-def _calibrate(tree: bool, target_epsilon: float, population: int, clients_per_round: int,
+def _calibrate(analysis: str, target_epsilon: float, population: int, clients_per_round: int,
                rounds: int, delta: float, sampling: str, accountant: str) -> tuple[float, float]:
     from tff_rec.privacy import accounting
 
-    calibrate = (accounting.calibrate_tree_noise_multiplier if tree
-                 else accounting.calibrate_noise_multiplier)  # as federated.ACCOUNTING
-    return calibrate(target_epsilon=target_epsilon, population=population,
+    return accounting.ANALYSES[analysis].calibrate(target_epsilon=target_epsilon, population=population,
                      clients_per_round=clients_per_round, rounds=rounds, delta=delta,
                      sampling=sampling, accountant=accountant)
 

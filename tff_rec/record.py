@@ -20,14 +20,12 @@ and so do its TensorBoard events (`runner`); they are not a record until summary
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
 import os
 import platform
 import re
-import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -298,7 +296,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "packages": versions,
-        "git": git_state(),
+        "git": stale.git_state(),
         "uv_lock_sha256": _file_sha256(_repo_root() / "uv.lock"),
         "code_sha256": stale.code_sha256(),  # the package's sources and uv.lock: see `stale`
     }
@@ -310,28 +308,6 @@ def _repo_root() -> Path:
 
 def _file_sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-@functools.lru_cache(maxsize=1)
-def git_state() -> dict[str, Any]:
-    """Commit and dirtiness of the code's git checkout, or nulls outside one.
-
-    Read once per process, at the first run: the code a process runs is the code it loaded, even
-    if the checkout changes while a long study goes on.
-    """
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=_repo_root(), capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def find_runs(roots: Iterable[Path]) -> list[Path]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
+from tff_rec.errors import SpecError
+
 
 def _data_params(section: Mapping[str, Any]) -> dict[str, Any]:
     from tff_rec.data import sources
@@ -51,7 +53,6 @@ PARAMS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 
 def params_for(section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
     """Allowed parameters with defaults for the entry that `resolved` names in `section`."""
-    from tff_rec.spec import SpecError
 
     try:
         return PARAMS[section](resolved)
@@ -77,7 +78,6 @@ def _check_registry_values(source: str, sections: Mapping[str, Mapping[str, Any]
     are checked by `tff_rec.checks` before a run writes anything)."""
     from tff_rec.data import sources
     from tff_rec.partition import schemes
-    from tff_rec.spec import SpecError
 
     data = sections["data"]
     problem = sources.param_problem(data["dataset"], data["params"])
@@ -103,7 +103,6 @@ def cross_check(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     from tff_rec.algorithm_registry import get_algorithm
     from tff_rec.models import registry as models
     from tff_rec.privacy import mechanism_registry as mechanisms
-    from tff_rec.spec import SpecError
 
     _check_registry_values(source, sections)
     try:  # model keys together (presets, heads dividing d, ...), before anything trains
@@ -173,7 +172,6 @@ def _check_noise_rules(source: str, sections: Mapping[str, Mapping[str, Any]]) -
     """What the trainer would refuse after its lock: a target ε no accountant can calibrate to
     under the task's sampling."""
     from tff_rec.privacy import accounting
-    from tff_rec.spec import SpecError
 
     privacy, algorithm = sections["privacy"], sections["algorithm"]
     mechanism, accountant = privacy["mechanism"], privacy["accountant"]
@@ -209,7 +207,6 @@ def check_adaptive_noise(source: str, sections: Mapping[str, Mapping[str, Any]])
     """Adaptive clipping's split of an explicit noise multiplier between the update sum and the
     clipped count (TFF's rule: the count's noise multiplier 2s must exceed the total z)."""
     from tff_rec.privacy import mechanism_registry as mechanisms
-    from tff_rec.spec import SpecError
 
     privacy, algorithm = sections["privacy"], sections["algorithm"]
     if privacy["mechanism"] == "adaptive" and privacy["target_epsilon"] is None:
@@ -239,8 +236,7 @@ DDP_UNAVAILABLE = (
 def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Algorithm parameters, server-optimizer hyperparameters and what composes with what."""
     from tff_rec import aggregation
-    from tff_rec.algorithm_registry import ALGORITHMS, OPTIMIZER_HPARAMS, get_algorithm
-    from tff_rec.spec import SCHEMA, SpecError
+    from tff_rec.algorithm_registry import ALGORITHMS, FEDPROX_MU, OPTIMIZER_HPARAMS, get_algorithm
 
     name = sections["algorithm"]["name"]
     mechanism = sections["privacy"]["mechanism"]
@@ -261,7 +257,7 @@ def _check_algorithm(source: str, sections: Mapping[str, Mapping[str, Any]]) -> 
             f"Found {sections['algorithm.client']['lr_decay']!r}."
         )
     mu = sections["algorithm.fedprox"]["mu"]
-    if name != "fedprox" and mu != SCHEMA["algorithm.fedprox"]["mu"].default:
+    if name != "fedprox" and mu != FEDPROX_MU:
         raise SpecError(
             f"{source}: key 'algorithm.fedprox.mu' applies to algorithm.name = 'fedprox'. "
             f"Found algorithm.name = {name!r}."

@@ -41,19 +41,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
-
 from tff_rec import (
-    board, checks, evaluation, faults, record, runtime, saved, seeds, stale, threads, usage,
+    board, checks, evaluation, faults, protocol, record, runtime, saved, stale, threads, usage,
 )
 from tff_rec.prepare import PreparedData, prepare
 from tff_rec.progress import Mode, RunProgress, StudyProgress
 from tff_rec.progress import resolve as resolve_progress
 from tff_rec.spec import FEDERATED_ALGORITHMS, StudySpec, TaskSpec
 from tff_rec.training import TRAINERS
-from tff_rec.training.context import RunContext, ScoreFn
-
-EVALUATION_STAGES = {"validation": 0, "test": 1}
+from tff_rec.training.context import RunContext
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,40 +59,6 @@ class RunResult:
     skipped: bool  # True when the record was already complete
     error: Optional[str] = None  # set when the run failed (its record then holds failed.json)
     stale: bool = False  # a reused record made by other code than this (`tff_rec.stale`)
-
-
-def _validation_users(task: TaskSpec, seed: int, data: PreparedData) -> np.ndarray:
-    """The users every validation of a run ranks: a sample of `evaluation.validation_users`
-    seeded by the task seed (the same at every validation), or all users with held-out items."""
-    return evaluation.user_sample(
-        data.split.evaluation_users(), task["evaluation"].get("validation_users"),
-        seeds.derive(seed, "validation_users"),
-    )
-
-
-def _evaluator(task: TaskSpec, seed: int, data: PreparedData, validation_users: np.ndarray):
-    """evaluate(score_fn, stage, round): validation on `validation_users` (`_validation_users`),
-    test on all users, in memory-bounded batches of at most `evaluation.batch_size` users; with
-    `with_ranks=True`, (metrics, `evaluation.Ranks`)."""
-    section = task["evaluation"]
-    sampled = section.get("validation_users") is not None
-    users = {"validation": validation_users if sampled else None, "test": None}
-
-    def evaluate(score_fn: ScoreFn, stage: str, round_number: int, with_ranks: bool = False):
-        rng = np.random.default_rng(
-            [seeds.derive(seed, "evaluation"), EVALUATION_STAGES[stage], round_number]
-        )
-        metrics, ranks = evaluation.evaluate_with_ranks(
-            score_fn, data.split, stage, max_len=data.max_len, ks=tuple(section["ks"]),
-            history_inputs=data.history_inputs,
-            num_negatives=section["num_negatives"],
-            negative_sampling=section["negative_sampling"], rng=rng,
-            item_popularity=data.item_popularity, batch_size=section["batch_size"],
-            users=users[stage],
-        )
-        return (metrics, ranks) if with_ranks else metrics
-
-    return evaluate
 
 
 _held_locks: set[Path] = set()  # lock files this process holds (a SIGTERMed job removes them)
@@ -234,7 +196,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
     wall, cpu = time.perf_counter(), time.process_time()
     usage.reset_peak()
     rows: list[dict[str, Any]] = []
-    validation_users = _validation_users(task, seed, data)
+    validation_users = protocol.validation_users(task, seed, data)
     total_rounds = _planned_rounds(task)
     live = _LiveOutputs(directory, task.name)
     unit = "epoch" if task["algorithm"]["name"] == "centralized" else "round"
@@ -254,7 +216,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
 
         context = RunContext(
             task=task, seed=seed, data=data, run_dir=directory, cache_dir=cache_dir,
-            evaluate=_evaluator(task, seed, data, validation_users), report=report,
+            evaluate=protocol.evaluator(task, seed, data, validation_users), report=report,
             completed_rows=rows,
         )
         worker = {"worker_cpu_seconds": 0.0, "worker_peak_rss_mb": 0.0}

@@ -207,11 +207,11 @@ def evaluate_model(run_dir: Path, which: str = "selected", stage: str = "test",
     """The metrics of a saved model, computed exactly as the run computed them (the same users,
     negatives and seeds; test: summary.json's `test` for which="selected"). `loaded`: a
     `load_model` result to reuse. With `with_ranks`, (metrics, `evaluation.Ranks`)."""
-    from tff_rec import runner
+    from tff_rec import protocol
 
     task, seed = load_task(run_dir)
     model, data = loaded if loaded is not None else load_model(run_dir, which)
-    evaluate = runner._evaluator(task, seed, data, runner._validation_users(task, seed, data))
+    evaluate = protocol.evaluator(task, seed, data, protocol.validation_users(task, seed, data))
     return evaluate(score_fn(model, task), stage, 0, with_ranks=with_ranks)
 
 

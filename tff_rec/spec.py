@@ -21,12 +21,9 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from tff_rec import algorithm_registry, grid
+from tff_rec.errors import SpecError
 
 SPEC_VERSION = 1
-
-
-class SpecError(ValueError):
-    """A task or study file is invalid; the message names the file and the key."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +188,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         ),
     },
     "algorithm.fedprox": {
-        "mu": Field(FLOAT, 0.01, non_negative, "proximal strength (0 = FedAvg)", False),
+        "mu": Field(FLOAT, algorithm_registry.FEDPROX_MU, non_negative, "proximal strength (0 = FedAvg)", False),
     },
     "algorithm.centralized": {
         "epochs": Field(INT, 10, positive_at_most(MAX_ROUNDS, "one metrics row per epoch")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +37,28 @@ def code_sha256() -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    """Commit and dirtiness of the code's git checkout, or nulls outside one.
+
+    Read once per process, at the first run: the code a process runs is the code it loaded, even
+    if the checkout changes while a long study goes on.
+    """
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
 def _environment(directory: Path) -> Optional[dict[str, Any]]:
     try:
         return json.loads((directory / ENV).read_text())
@@ -51,9 +74,7 @@ def is_stale(directory: Path) -> bool:
         return True
     if "code_sha256" in environment:
         return environment["code_sha256"] != code_sha256()
-    from tff_rec import record
-
-    made, now = environment.get("git") or {}, record.git_state()
+    made, now = environment.get("git") or {}, git_state()
     return made.get("dirty") is not False or made.get("commit") != now.get("commit")
 
 

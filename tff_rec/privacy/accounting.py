@@ -581,3 +581,66 @@ def calibrate_tree_noise_multiplier(*, target_epsilon: float, population: int,
         bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=tolerance,
     )
     return float(z), float(eps(z))
+
+
+# ---------------------------------------------------------------- analyses: ε for a mechanism
+
+Ledger = tuple[list[Optional[float]], Optional[str]]
+
+
+def _sampled_gaussian_ledger(*, noise_multiplier: float, rounds: int, **common) -> Ledger:
+    """ε after each round of the sampled Gaussian mechanism, for samplers with a DpEvent."""
+    if noise_multiplier == 0:
+        return [None] * rounds, "no noise: not differentially private (ε is infinite)"
+    if common["sampling"] not in SAMPLINGS:
+        return [None] * rounds, (
+            f"dp-accounting has no event for the Gaussian mechanism under {common['sampling']!r} "
+            f"sampling; use 'poisson' or 'fixed' for a reported ε"
+        )
+    ledger = epsilon_ledger(noise_multiplier=noise_multiplier, rounds=rounds, **common)
+    return ledger, epsilon(noise_multiplier=noise_multiplier, rounds=rounds, **common).reason
+
+
+def _sampled_gaussian_final(*, noise_multiplier: float, **common) -> tuple[Optional[float], Optional[str]]:
+    """ε after the last round only (what `privacy epsilon` prints; no per-round ledger)."""
+    if common["sampling"] not in SAMPLINGS:
+        return None, f"no accounting of the Gaussian mechanism under {common['sampling']!r} sampling"
+    result = epsilon(noise_multiplier=noise_multiplier, **common)
+    return result.epsilon, result.reason
+
+
+def _tree_final(**arguments) -> tuple[Optional[float], Optional[str]]:
+    ledger, reason = tree_epsilon_ledger(**arguments)
+    return ledger[-1], reason
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """How ε is computed for a family of mechanisms (a mechanism names its analysis:
+    `mechanism_registry.Mechanism.analysis`). Every function takes the keywords noise_multiplier
+    (or target_epsilon), rounds, population, clients_per_round, delta, sampling, accountant.
+
+    ledger: ε after each round and why ε is missing where it is; final: ε after the last round;
+    calibrate: the smallest noise multiplier meeting a target ε, and the ε it gives.
+    """
+
+    name: str
+    ledger: Callable[..., Ledger]
+    final: Callable[..., tuple[Optional[float], Optional[str]]]
+    calibrate: Callable[..., tuple[float, float]]
+
+
+ANALYSES: dict[str, Analysis] = {
+    "sampled-gaussian": Analysis("sampled-gaussian", _sampled_gaussian_ledger,
+                                 _sampled_gaussian_final, calibrate_noise_multiplier),
+    "tree": Analysis("tree", tree_epsilon_ledger, _tree_final, calibrate_tree_noise_multiplier),
+}
+
+
+def mechanism_ledger(mechanism, params, rounds: int, common: dict) -> Ledger:
+    """ε after each round of a registered mechanism (`mechanism_registry.Mechanism`) with
+    validated `params`; [None, ...] and the mechanism's accounting note where no analysis applies."""
+    noise = mechanism.accounted_noise_multiplier(params)
+    if noise is None:
+        return [None] * rounds, mechanism.accounting_note
+    return ANALYSES[mechanism.analysis].ledger(noise_multiplier=noise, rounds=rounds, **common)

@@ -350,13 +350,12 @@ def _population(task: Any, seed: int) -> int:
 
 def _accounted(plan: Any, rounds: int, delta: float) -> tuple[Optional[float], Optional[str]]:
     """The accountant's ε of the planned run at `delta` (as `federated.plan_privacy` ledgers it)."""
-    from tff_rec.privacy import mechanisms
-    from tff_rec.training import federated
+    from tff_rec.privacy import accounting, mechanism_registry
 
-    ledger_fn, _ = federated.ACCOUNTING.get(plan.mechanism, federated.ACCOUNTING["sampled-gaussian"])
     common = dict(population=plan.population, clients_per_round=plan.clients_per_round,
                   delta=delta, sampling=plan.sampling, accountant=plan.accountant)
-    ledger, reason = ledger_fn(mechanisms.get_mechanism(plan.mechanism), plan.params, rounds, common)
+    ledger, reason = accounting.mechanism_ledger(
+        mechanism_registry.get_mechanism(plan.mechanism), plan.params, rounds, common)
     return ledger[-1], reason
 
 

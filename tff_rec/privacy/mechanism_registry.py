@@ -29,9 +29,10 @@ class Mechanism:
       params: declared parameters, with defaults and allowed ranges.
       builder: `builder(*, clients_per_round, noise_seed, **validated_params) -> Aggregator`,
         for mechanisms that are not a single query (else None).
-      accounted_noise_multiplier: `f(validated_params) -> z | None`: the noise multiplier the
-        Gaussian accountant (`accounting.epsilon`) must use for this mechanism; `None` when
-        that accounting does not apply (no DP at all, or a different analysis such as DP-FTRL).
+      accounted_noise_multiplier: `f(validated_params) -> z | None`: the noise multiplier its
+        analysis must use; `None` when no analysis applies (no DP at all, or no accountant).
+      analysis: the ε analysis (`accounting.ANALYSES`): "sampled-gaussian" (dp-accounting's
+        sampled Gaussian under the runner's sampler) or "tree" (single-pass DP-FTRL).
       accounting_note: how ε is obtained for this mechanism, for run records.
       query_builder: for mechanisms that are one tensorflow-privacy sum query, aggregated as
         TFF's `DifferentiallyPrivateFactory` would (`aggregator.QueryAggregatorFactory`):
@@ -46,6 +47,7 @@ class Mechanism:
     params: tuple[Param, ...]
     accounted_noise_multiplier: Callable[[Mapping[str, Any]], Optional[float]]
     accounting_note: str
+    analysis: str = "sampled-gaussian"
     builder: Optional[Callable[..., Any]] = None  # → Aggregator (mechanisms.py)
     query_builder: Optional[Callable[..., Any]] = None  # → tfp.DPQuery
 
@@ -213,11 +215,12 @@ MECHANISMS: dict[str, Mechanism] = {
             ),
             params=(CLIP, NOISE_MULTIPLIER, EFFICIENT_TREE),
             builder=Ref("tff_rec.privacy.mechanisms:_build_tree"),
-            accounted_noise_multiplier=lambda params: None,
+            accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note=(
-                "needs tree-aggregation accounting (each client at most once per tree); the "
+                "tree-aggregation accounting (each client at most once per tree); the "
                 "sampled-Gaussian accountant does not apply"
             ),
+            analysis="tree",
         ),
         Mechanism(
             name="ddp",

@@ -93,12 +93,11 @@ def plan_privacy(context: RunContext, population: int) -> Optional[PrivacyPlan]:
         population=accounted_population, clients_per_round=accounted_cohort,
         delta=delta, sampling=algorithm["sampling"], accountant=section["accountant"],
     )
-    ledger_fn, calibrate = ACCOUNTING.get(section["mechanism"], ACCOUNTING["sampled-gaussian"])
     if section["target_epsilon"] is not None:
-        params["noise_multiplier"], _ = calibrate(
+        params["noise_multiplier"], _ = accounting.ANALYSES[mechanism.analysis].calibrate(
             target_epsilon=section["target_epsilon"], rounds=algorithm["rounds"], **common
         )
-    ledger, reason = ledger_fn(mechanism, params, algorithm["rounds"], common)
+    ledger, reason = accounting.mechanism_ledger(mechanism, params, algorithm["rounds"], common)
     return PrivacyPlan(
         mechanism=section["mechanism"], params=params, target_epsilon=section["target_epsilon"],
         delta=delta,
@@ -106,41 +105,6 @@ def plan_privacy(context: RunContext, population: int) -> Optional[PrivacyPlan]:
         population=accounted_population, clients_per_round=algorithm["clients_per_round"],
         ledger=tuple(ledger), reason=reason, nominal=nominal,
     )
-
-
-Ledger = tuple[list[Optional[float]], Optional[str]]
-
-
-def _sampled_gaussian_ledger(mechanism: mechanisms.Mechanism, params: dict[str, Any], rounds: int,
-                             common: dict[str, Any]) -> Ledger:
-    """ε per round of the sampled Gaussian mechanism, for samplers with a matching DpEvent."""
-    noise = mechanism.accounted_noise_multiplier(params)
-    if noise is None:
-        return [None] * rounds, mechanism.accounting_note
-    if noise == 0:
-        return [None] * rounds, "no noise: not differentially private (ε is infinite)"
-    if common["sampling"] not in accounting.SAMPLINGS:
-        return [None] * rounds, (
-            f"dp-accounting has no event for the Gaussian mechanism under {common['sampling']!r} "
-            f"sampling; use 'poisson' or 'fixed' for a reported ε"
-        )
-    ledger = accounting.epsilon_ledger(noise_multiplier=noise, rounds=rounds, **common)
-    return ledger, accounting.epsilon(noise_multiplier=noise, rounds=rounds, **common).reason
-
-
-def _tree_ledger(mechanism: mechanisms.Mechanism, params: dict[str, Any], rounds: int,
-                 common: dict[str, Any]) -> Ledger:
-    """ε per round of single-pass DP-FTRL; refuses settings where a client could repeat."""
-    return accounting.tree_epsilon_ledger(
-        noise_multiplier=params["noise_multiplier"], rounds=rounds, **common
-    )
-
-
-# Mechanism → (ε ledger, noise calibration); mechanisms not listed use the sampled Gaussian's.
-ACCOUNTING = {
-    "sampled-gaussian": (_sampled_gaussian_ledger, accounting.calibrate_noise_multiplier),
-    "tree": (_tree_ledger, accounting.calibrate_tree_noise_multiplier),
-}
 
 
 def _fixed(n: int, task_seed: int, round_number: int, size: int) -> np.ndarray:
