@@ -368,7 +368,7 @@ def _analysis(mechanism: str):
     from tff_rec.privacy import accounting
     from tff_rec.privacy.mechanism_registry import get_mechanism
 
-    return accounting.ANALYSES[get_mechanism(mechanism).analysis]
+    return accounting.analysis_of(get_mechanism(mechanism))
 
 
 def cmd_privacy_epsilon(args: argparse.Namespace) -> int:

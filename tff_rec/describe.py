@@ -58,7 +58,7 @@ def calibrated_noise(task: TaskSpec, population: int) -> Optional[dict[str, Any]
     delta = privacy["delta"] or accounting.default_delta(accounted)
     from tff_rec.privacy.mechanism_registry import get_mechanism
 
-    analysis = get_mechanism(privacy["mechanism"]).analysis
+    analysis = accounting.analysis_of(get_mechanism(privacy["mechanism"]))
     noise, achieved = _calibrate(analysis, float(privacy["target_epsilon"]),
                                  accounted, clients, algorithm["rounds"], delta,
                                  algorithm["sampling"], privacy["accountant"])
@@ -68,11 +68,9 @@ def calibrated_noise(task: TaskSpec, population: int) -> Optional[dict[str, Any]
 
 
 @functools.lru_cache(maxsize=None)
-def _calibrate(analysis: str, target_epsilon: float, population: int, clients_per_round: int,
+def _calibrate(analysis: Any, target_epsilon: float, population: int, clients_per_round: int,
                rounds: int, delta: float, sampling: str, accountant: str) -> tuple[float, float]:
-    from tff_rec.privacy import accounting
-
-    return accounting.ANALYSES[analysis].calibrate(target_epsilon=target_epsilon, population=population,
+    return analysis.calibrate(target_epsilon=target_epsilon, population=population,
                      clients_per_round=clients_per_round, rounds=rounds, delta=delta,
                      sampling=sampling, accountant=accountant)
 

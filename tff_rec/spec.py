@@ -567,20 +567,17 @@ def _fill_data_defaults(data: dict[str, Any]) -> None:
             data[key] = default
 
 
-# Mechanisms whose noise multiplier sets ε: the task must choose it, or the ε to calibrate it to.
-NOISE_MECHANISMS = ("gaussian", "adaptive", "tree")
-
-
 def _check_noise_choice(source: str, raw: Mapping[str, Any],
                         sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Exactly one of privacy.noise_multiplier and privacy.target_epsilon for a noisy mechanism:
     both would leave one silently ignored, neither a default noise nobody chose. Then the rules
     on the chosen noise."""
     from tff_rec import registries
+    from tff_rec.privacy.mechanism_registry import get_mechanism
 
     privacy = sections["privacy"]
     mechanism = privacy["mechanism"]
-    if mechanism not in NOISE_MECHANISMS:
+    if not get_mechanism(mechanism).noise_sets_epsilon:  # its noise multiplier sets ε
         return
     noise, target = raw.get("noise_multiplier"), privacy["target_epsilon"]
     if noise is not None and target is not None:

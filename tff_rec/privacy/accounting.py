@@ -637,10 +637,17 @@ ANALYSES: dict[str, Analysis] = {
 }
 
 
+def analysis_of(mechanism) -> Analysis:
+    """The ε analysis of a registered mechanism (`mechanism_registry.Mechanism.analysis`: a name
+    in `ANALYSES`, or the mechanism's own `Analysis`)."""
+    analysis = mechanism.analysis
+    return ANALYSES[analysis] if isinstance(analysis, str) else analysis
+
+
 def mechanism_ledger(mechanism, params, rounds: int, common: dict) -> Ledger:
     """ε after each round of a registered mechanism (`mechanism_registry.Mechanism`) with
     validated `params`; [None, ...] and the mechanism's accounting note where no analysis applies."""
     noise = mechanism.accounted_noise_multiplier(params)
     if noise is None:
         return [None] * rounds, mechanism.accounting_note
-    return ANALYSES[mechanism.analysis].ledger(noise_multiplier=noise, rounds=rounds, **common)
+    return analysis_of(mechanism).ledger(noise_multiplier=noise, rounds=rounds, **common)

@@ -31,8 +31,11 @@ class Mechanism:
         for mechanisms that are not a single query (else None).
       accounted_noise_multiplier: `f(validated_params) -> z | None`: the noise multiplier its
         analysis must use; `None` when no analysis applies (no DP at all, or no accountant).
-      analysis: the ε analysis (`accounting.ANALYSES`): "sampled-gaussian" (dp-accounting's
-        sampled Gaussian under the runner's sampler) or "tree" (single-pass DP-FTRL).
+      analysis: the ε analysis: a name in `accounting.ANALYSES` ("sampled-gaussian":
+        dp-accounting's sampled Gaussian under the runner's sampler; "tree": single-pass
+        DP-FTRL) or an `accounting.Analysis` of its own (a plugin's mechanism with its accountant).
+      noise_sets_epsilon: its `noise_multiplier` sets ε: a task must choose it, or a
+        `privacy.target_epsilon` that the analysis calibrates it to.
       accounting_note: how ε is obtained for this mechanism, for run records.
       query_builder: for mechanisms that are one tensorflow-privacy sum query, aggregated as
         TFF's `DifferentiallyPrivateFactory` would (`aggregator.QueryAggregatorFactory`):
@@ -47,7 +50,8 @@ class Mechanism:
     params: tuple[Param, ...]
     accounted_noise_multiplier: Callable[[Mapping[str, Any]], Optional[float]]
     accounting_note: str
-    analysis: str = "sampled-gaussian"
+    analysis: Any = "sampled-gaussian"  # str | accounting.Analysis
+    noise_sets_epsilon: bool = False
     builder: Optional[Callable[..., Any]] = None  # → Aggregator (mechanisms.py)
     query_builder: Optional[Callable[..., Any]] = None  # → tfp.DPQuery
 
@@ -187,6 +191,7 @@ MECHANISMS: dict[str, Mechanism] = {
             query_builder=Ref("tff_rec.privacy.mechanisms:_gaussian_query"),
             accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note="sampled Gaussian mechanism with noise_multiplier per round",
+            noise_sets_epsilon=True,
         ),
         Mechanism(
             name="adaptive",
@@ -205,6 +210,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 "sampled Gaussian mechanism with the total noise_multiplier (updates and clipped "
                 "count together)"
             ),
+            noise_sets_epsilon=True,
         ),
         Mechanism(
             name="tree",
@@ -221,6 +227,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 "sampled-Gaussian accountant does not apply"
             ),
             analysis="tree",
+            noise_sets_epsilon=True,
         ),
         Mechanism(
             name="ddp",

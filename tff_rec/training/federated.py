@@ -94,7 +94,7 @@ def plan_privacy(context: RunContext, population: int) -> Optional[PrivacyPlan]:
         delta=delta, sampling=algorithm["sampling"], accountant=section["accountant"],
     )
     if section["target_epsilon"] is not None:
-        params["noise_multiplier"], _ = accounting.ANALYSES[mechanism.analysis].calibrate(
+        params["noise_multiplier"], _ = accounting.analysis_of(mechanism).calibrate(
             target_epsilon=section["target_epsilon"], rounds=algorithm["rounds"], **common
         )
     ledger, reason = accounting.mechanism_ledger(mechanism, params, algorithm["rounds"], common)
