@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -98,6 +99,20 @@ def _overrides(pairs: Sequence[str], flag: str = "--set") -> dict[str, Any]:
     return dict(parse_override(p, flag) for p in pairs)
 
 
+def _task_workers(args: argparse.Namespace, tasks: Sequence[Any]):
+    """The TFF worker services of the tasks' `[run] workers`, unless --workers named others (then
+    already in use: `main`); the tasks of one command must agree on them."""
+    from tff_rec import runtime
+
+    chosen = {tuple(task["run"]["workers"]) for task in tasks}
+    if args.workers is not None or chosen == {()}:
+        return contextlib.nullcontext()
+    if len(chosen) > 1:
+        raise UsageError(f"the tasks name different [run] workers ({' vs '.join(map(str, sorted(chosen)))}); "
+                         f"allowed: one list for a command, or --workers for all")
+    return runtime.using_workers(list(chosen.pop()))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tff_rec import api, spec
 
@@ -108,8 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--study {args.study!r}: names the folder <out>/<study>/; allowed: a "
                          f"non-empty name without '/', '\\' or NUL that is not '.' or '..'")
     try:
-        result = api.run(task, args.seed, Path(args.out), study=args.study, progress=args.progress,
-                         rerun_stale=args.rerun_stale)
+        with _task_workers(args, [task]):
+            result = api.run(task, args.seed, Path(args.out), study=args.study,
+                             progress=args.progress, rerun_stale=args.rerun_stale)
     except SpecError:
         raise  # bad input, found before anything was written
     except (ValueError, KeyError, FileNotFoundError) as error:  # raised while the run ran
@@ -135,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from tff_rec import checks, results, runner, spec
+    from tff_rec import checks, engines, results, runner, spec
 
     study = spec.load_study(args.study)
     out = Path(args.out)
@@ -143,7 +159,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         return _print_plan(runner.plan_study(study, out))
     _check_folder(out, "--out")
     checks.check_study(study)  # what the data cannot satisfy fails here, before the manifest
-    if runner.usable_jobs(args.jobs) < args.jobs:
+    engine = engines.get(args.engine, args.address)  # a missing Ray fails here too
+    if args.engine == "local" and runner.usable_jobs(args.jobs) < args.jobs:
         print(f"tff-rec: note: --jobs {args.jobs} is more than the {runner.usable_jobs(args.jobs)} "
               f"cores; running {runner.usable_jobs(args.jobs)} at once", file=sys.stderr)
     states = [run.state for run in runner.plan_study(study, out)]
@@ -151,9 +168,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         complete = states.count("stale") + states.count("done")
         print(f"tff-rec: warning: {stale_warning(states.count('stale'), complete, f'study {study.name}')}",
               file=sys.stderr)
-    finished = runner.run_study(study, out, progress=args.progress,
-                                retry_failed=args.retry_failed, jobs=args.jobs,
-                                rerun_stale=args.rerun_stale)
+    with _task_workers(args, study.tasks):
+        finished = runner.run_study(study, out, progress=args.progress,
+                                    retry_failed=args.retry_failed, jobs=args.jobs,
+                                    rerun_stale=args.rerun_stale, engine=engine)
     skipped = sum(r.skipped and r.error is None for r in finished)
     failed = [r for r in finished if r.error is not None]
     print(f"study {study.name}: {len(finished)} runs ({skipped} already complete, "
@@ -316,6 +334,14 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks_schema(args: argparse.Namespace) -> int:
+    """The task-file reference generated from the declarations (docs/task-reference.md)."""
+    from tff_rec import schema
+
+    print(schema.reference(), end="")
+    return 0
+
+
 def cmd_tasks_describe(args: argparse.Namespace) -> int:
     from tff_rec import checks, describe
 
@@ -448,6 +474,28 @@ def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
+def _workers_argument(parser: argparse.ArgumentParser) -> None:
+    """--workers HOST:PORT[,HOST:PORT...]: TFF worker services (`tff-rec worker`) for the rounds."""
+
+    def addresses(text: str) -> list[str]:
+        from tff_rec import workers
+
+        try:
+            return workers.parse_addresses(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parser.add_argument("--workers", type=addresses, default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                        help="run each round's cohort across these TFF worker services, started "
+                             "with `tff-rec worker` (default: a local worker; README, Scaling out)")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from tff_rec import workers
+
+    return workers.serve(args.port, args.concurrency, verbose=args.verbose)
+
+
 def _progress_arguments(parser: argparse.ArgumentParser) -> None:
     """--progress bar|lines|none (default: bar on a terminal, lines otherwise), --no-progress."""
     parser.add_argument("--progress", choices=("bar", "lines", "none"), default="auto",
@@ -477,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _progress_arguments(run)
     run.add_argument("--rerun-stale", action="store_true",
                      help="re-make a complete record made by other code than this (default: reuse it, with a warning)")
+    _workers_argument(run)
     run.set_defaults(handler=cmd_run)
 
     study = commands.add_parser("study", help="run a study (variants × seeds) and print its table")
@@ -491,7 +540,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="re-make complete records made by other code than this (default: reuse them, with a warning)")
     study.add_argument("--jobs", type=_integer(1), default=1,
                        help="runs at once, in separate processes sharing the cores (default 1)")
+    from tff_rec.engines import ENGINES  # names only: an engine's packages load when chosen
+
+    study.add_argument("--engine", choices=tuple(ENGINES), default="local",
+                       help="where runs run: local (this machine) or ray (a Ray task per run; "
+                            "README, Scaling out)")
+    study.add_argument("--address", default=None, metavar="HOST:PORT",
+                       help="--engine ray: the Ray cluster (default: start Ray here for the study)")
+    _workers_argument(study)
     study.set_defaults(handler=cmd_study)
+
+    worker = commands.add_parser("worker", help="serve TFF computations for runs on other machines "
+                                                "(`run|study --workers`); no TLS: trusted networks only")
+    worker.add_argument("--port", type=_integer(1, 65535), required=True)
+    worker.add_argument("--concurrency", type=_integer(1), default=None,
+                        help="computations at once (default: one per core)")
+    worker.set_defaults(handler=cmd_worker)
 
     compare = commands.add_parser("compare", help="table of runs: mean ± 95%% CI over seeds")
     compare.add_argument("dirs", nargs="+", type=Path)
@@ -589,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     describe.add_argument("--json", action="store_true")
     describe.set_defaults(handler=cmd_tasks_describe)
+    schema = tasks.add_parser("schema", help="every task-file key with its default and help, and every "
+                              "dataset, partitioner, model, algorithm and mechanism (Markdown)")
+    schema.set_defaults(handler=cmd_tasks_schema)
 
     privacy = commands.add_parser("privacy", help="ε accounting").add_subparsers(
         dest="privacy_command", required=True)
@@ -628,7 +695,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     threads.fix()  # before TensorFlow starts: results depend on the driver's thread count
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        from tff_rec import runtime
+
+        with runtime.using_workers(getattr(args, "workers", None)):  # --workers: remote TFF workers
+            return handler(args)
     except RunFailed as error:
         if args.verbose:
             raise

@@ -39,7 +39,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from tff_rec import (
     board, checks, evaluation, faults, protocol, record, runtime, saved, stale, threads, usage,
@@ -227,6 +227,7 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
                 # The TFF worker keeps what every computation it ran left behind (a study of 33
                 # runs grew it to 9 GB): each run gets a fresh one, started on its first TFF call.
                 worker = runtime.worker_usage()
+                environment["workers"] = runtime.remote_workers()  # [] = the local TFF worker
                 runtime.stop_workers()
             # the final weights kept, and with evaluation.select = "best" the best round's set
             kept = saved.keep_model(task, data, seed, outcome.model, context.selection, rows)
@@ -332,9 +333,11 @@ def manifest_entries(study: StudySpec) -> list[dict[str, Any]]:
 
 
 def run_study(study: StudySpec, out: Path, progress: Mode = True,
-              retry_failed: bool = False, jobs: int = 1, rerun_stale: bool = False) -> list[RunResult]:
+              retry_failed: bool = False, jobs: int = 1, rerun_stale: bool = False,
+              engine: Optional[Engine] = None) -> list[RunResult]:
     """Run every variant at every seed, skipping complete runs (but stale ones with
-    `rerun_stale`); `jobs` runs at once.
+    `rerun_stale`); `jobs` runs at once, on `engine` (default: `run_locally`, this machine;
+    `tff_rec.engines` has the others, e.g. Ray).
 
     A run that fails is recorded (failed.json in its folder, with the error) and the study goes
     on; a recorded failure is retried only with `retry_failed` (it then resumes from its last
@@ -355,13 +358,26 @@ def run_study(study: StudySpec, out: Path, progress: Mode = True,
                 results[task.hash, seed] = done
             else:
                 pending[task.hash, seed] = task
+    if pending:
+        results.update((engine or run_locally)(pending, Path(out), jobs, progress, rerun_stale))
+    return [results[task.hash, seed] for task in study.tasks for seed in study.seeds]
+
+
+# An engine runs a study's pending runs, (task hash, seed) → task, with `jobs` at once, and
+# returns their results: `run_recorded`'s, the records written under `out` (`tff_rec.engines`).
+Engine = Callable[[dict[tuple[str, int], TaskSpec], Path, int, Mode, bool],
+                  dict[tuple[str, int], RunResult]]
+
+
+def run_locally(pending: dict[tuple[str, int], TaskSpec], out: Path, jobs: int, progress: Mode,
+                rerun_stale: bool = False) -> dict[tuple[str, int], RunResult]:
+    """The local engine: the runs one after another in this process, or `jobs` (at most the
+    cores) at once in separate processes (`_run_parallel`)."""
     jobs = usable_jobs(jobs)
     if jobs == 1 or len(pending) <= 1:
-        for (task_hash, seed), task in pending.items():
-            results[task_hash, seed] = run_recorded(task, seed, out, progress, rerun_stale)
-    else:
-        results.update(_run_parallel(pending, out, jobs, progress, rerun_stale))
-    return [results[task.hash, seed] for task in study.tasks for seed in study.seeds]
+        return {(task_hash, seed): run_recorded(task, seed, out, progress, rerun_stale)
+                for (task_hash, seed), task in pending.items()}
+    return _run_parallel(pending, out, jobs, progress, rerun_stale)
 
 
 def _recorded_failure(path: Path) -> Optional[str]:

@@ -14,10 +14,16 @@ worker we start ourselves (`_WorkerService`):
   its back; one stopped on purpose (`stop_workers()`) is started afresh by the next computation.
 
 `configure()` also registers `shutdown()` to run at exit and turns SIGTERM into SystemExit.
+
+With `--workers` (`using_workers`, or `TFF_REC_WORKERS` in the environment) `configure()` starts
+no worker: it installs `composing.ComposingContext` over TFF worker services started elsewhere
+(`tff-rec worker`), which splits each round's cohort across them (ARCHITECTURE.md, Several
+workers); `check_worker` then names a worker that stopped answering by its address.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import functools
 import os
@@ -27,28 +33,21 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Optional, Sequence
 
-WORKER_NAME = "worker_binary"
+from tff_rec.worker_process import (  # noqa: F401 - runtime.WorkerDied & co. as before
+    WORKER_ENVIRONMENT,
+    WORKER_NAME,
+    WorkerDied,
+    describe_exit,
+)
+from tff_rec.worker_process import START_SECONDS as _WORKER_START_SECONDS
+from tff_rec.worker_process import die_with as _die_with
+
 MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-# Read by the worker when it starts: its environment is ours plus these.
-WORKER_ENVIRONMENT = {
-    # one intra- and one inter-op thread per computation (ARCHITECTURE.md, Performance notes)
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    # one glibc malloc arena: with the default (8 per core) the worker's freed memory stayed
-    # resident in up to 15 extra arenas, +23-45% RSS between rounds 50 and 500; with one, +0.5-3.5%
-    # at unchanged speed and bit-identical results (README, Performance)
-    "MALLOC_ARENA_MAX": "1",
-}
 _configured = False
 _concurrency: int | None = None  # computations at once in the worker; None = one per core
-_WORKER_START_SECONDS = 120  # a worker not serving by then is reported, not waited for forever
-_PR_SET_PDEATHSIG = 1
-
-
-class WorkerDied(RuntimeError):
-    """The TFF worker process ended while a computation needed it (killed, crashed, out of memory)."""
 
 
 class _WorkerService:
@@ -148,44 +147,85 @@ class _WorkerService:
         raise WorkerDied(f"the TFF worker did not start: {describe_exit(process.pid, process.returncode)}")
 
 
-def describe_exit(pid: int, returncode: int | None, during: str = "") -> str:
-    """'TFF worker (pid N) died [during round R] (killed by SIGKILL)' and the like."""
-    if returncode is not None and returncode < 0:
-        try:
-            how = f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            how = f"killed by signal {-returncode}"
-    else:
-        how = f"exit status {returncode}"
-    return f"TFF worker (pid {pid}) died {during + ' ' if during else ''}({how})"
-
-
-def _die_with(parent: int):
-    """A preexec_fn: the child gets SIGKILL when the thread that forked it ends (PR_SET_PDEATHSIG),
-    and exits at once if that happened before the prctl took effect."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
-    except (OSError, AttributeError):  # not Linux: the worker is stopped at exit only
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 _services: "weakref.WeakSet[_WorkerService]" = weakref.WeakSet()  # every context's worker
 _service: _WorkerService | None = None  # the configured context's
 
 
+_remote: list = []  # the configured context's remote workers (`composing.RemoteWorker`), if any
+
+
 def check_worker(during: str = "") -> None:
     """Raise WorkerDied if the configured context's worker has died (after a failed computation:
-    the cause to report, rather than the gRPC error it surfaced as)."""
-    died = _service.died(during) if _service is not None else None
-    if died is not None:
-        raise WorkerDied(died)
+    the cause to report, rather than the gRPC error it surfaced as); with remote workers, the
+    first one that stopped answering, by address."""
+    for service in [_service] if _service is not None else _remote:
+        died = service.died(during)
+        if died is not None:
+            raise WorkerDied(died)
+
+
+def remote_workers() -> list[str]:
+    """The addresses of the remote TFF workers the configured context runs on ([]: the local
+    worker); what a run's record names."""
+    return [worker.address for worker in _remote] if _configured else []
+
+
+_before_remote = None  # TFF's default context before `configure()` installed a remote one
+
+
+def _drop_remote_context() -> None:
+    """Put back the context that was TFF's default before the remote one (whose workers may be
+    gone): computations after `using_workers` run as they did before it."""
+    global _before_remote
+    if _before_remote is None:
+        return
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+
+    context_stack_impl.context_stack.set_default_context(_before_remote)
+    _before_remote = None
+
+
+def check_splittable(comp, source: str) -> None:
+    """With remote workers: SpecError (bad input; before the run's first round) if TFF cannot
+    split `comp` (a round) at one aggregation, so that its cohort cannot be spread over the
+    workers and their sums merged (`composing`); compiles it once for the rounds to reuse."""
+    if not (_configured and _remote):
+        return
+    from tff_rec import composing
+    from tff_rec.spec import SpecError
+
+    try:
+        composing.check_splittable(comp)
+    except composing.Unsplittable as error:
+        raise SpecError(
+            f"{source}: --workers {','.join(w.address for w in _remote)}: a round of this task "
+            f"cannot be split across workers: TFF finds no single aggregation to merge the "
+            f"workers' partial results at ({error}); run it without --workers"
+        ) from None
+
+
+@contextlib.contextmanager
+def using_workers(addresses: Optional[Sequence[str]]):
+    """Within it, `configure()` runs computations on the TFF worker services at `addresses`
+    (`tff-rec ... --workers`; None: as outside). They travel in `workers.ENVIRONMENT_VARIABLE`,
+    which a study's job processes inherit."""
+    from tff_rec import workers
+
+    if addresses is None:
+        yield
+        return
+    previous = os.environ.get(workers.ENVIRONMENT_VARIABLE)
+    os.environ[workers.ENVIRONMENT_VARIABLE] = ",".join(addresses)
+    stop_workers()  # a context configured for other workers goes
+    try:
+        yield
+    finally:
+        stop_workers()
+        _drop_remote_context()
+        if previous is None:
+            os.environ.pop(workers.ENVIRONMENT_VARIABLE, None)
+        else:
+            os.environ[workers.ENVIRONMENT_VARIABLE] = previous
 
 
 def set_concurrency(calls: int) -> None:
@@ -269,7 +309,9 @@ def shutdown() -> None:
     import gc
     import sys
 
+    global _before_remote
     stop_workers(close=True)  # a computation still retrying in TFF's thread starts no new one
+    _before_remote = None  # (TFF's import-time context, kept while remote workers ran: it goes too)
     if "tensorflow_federated" not in sys.modules:
         return
     from tensorflow_federated.python.core.impl.context_stack import (
@@ -340,11 +382,13 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
     concurrency is capped at the number of cores (an unlimited value doubled wall time in
     measurements). Call it from the main thread: the worker dies with the thread that starts it.
     """
-    global _configured, _service
+    global _configured, _service, _remote, _before_remote
     if _configured:
         return
     import tensorflow_federated as tff
     from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+
+    from tff_rec import workers
 
     cores = max_concurrent_computation_calls or _concurrency or len(os.sched_getaffinity(0))
     _fix_mmap_threshold()
@@ -355,6 +399,20 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _interrupt)
+    addresses = workers.from_environment()
+    if addresses:  # several worker services, started elsewhere (`tff_rec.composing`): none here
+        from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+
+        from tff_rec import composing
+
+        if _before_remote is None:
+            _before_remote = context_stack_impl.context_stack.current
+        _remote = composing.install(addresses)
+        _services.update(_remote)
+        _service = None
+        _configured = True
+        return
+    _remote = []
     service = _WorkerService(cores)
     tff_factory = executor_factory.local_cpp_executor_factory
     executor_factory.local_cpp_executor_factory = functools.partial(_executor_factory, service)

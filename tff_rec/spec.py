@@ -40,6 +40,8 @@ class Field:
     # False for keys added after tasks were first hashed: at their default they are left out of
     # the task hash, so a task written before the key existed keeps its hash (and its results).
     hashed_at_default: bool = True
+    # False for keys that say where a task runs, not what it computes: never in the task hash.
+    hashed: bool = True
 
 
 def positive(value: Any) -> Optional[str]:
@@ -55,6 +57,21 @@ def one_of(*allowed: str) -> Callable[[Any], Optional[str]]:
         return None if value in allowed else f"must be one of {', '.join(map(repr, allowed))}"
 
     return check
+
+
+def worker_addresses(value: Any) -> Optional[str]:
+    """A list of distinct HOST:PORT strings (`workers.parse_addresses`)."""
+    from tff_rec import workers
+
+    if not all(isinstance(item, str) for item in value):
+        return "must be a list of \"HOST:PORT\" strings"
+    if not value:
+        return None
+    try:
+        workers.parse_addresses(",".join(value))
+    except ValueError as error:
+        return f"must list TFF worker services: {error}"
+    return None
 
 
 def positive_at_most(limit: int, why: str) -> Callable[[Any], Optional[str]]:
@@ -268,6 +285,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "run": {
         "checkpoint_every": Field(INT, 5, positive, "checkpoint every N rounds (centralized: epochs); a re-run resumes from the last one"),
+        "workers": Field(
+            LIST, [], worker_addresses,
+            "TFF worker services HOST:PORT (`tff-rec worker`) that each round's cohort is spread "
+            "over (as `--workers`, which wins); where rounds run, not what they compute: not hashed",
+            hashed_at_default=False, hashed=False,
+        ),
     },
 }
 
@@ -339,6 +362,7 @@ def _hashed_sections(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
             key: value for key, value in values.items()
             if not (key in schema and not schema[key].hashed_at_default
                     and value == schema[key].default)
+            and not (key in schema and not schema[key].hashed)
         }
         unhashed = UNHASHED_PARAM_DEFAULTS.get(name, {})
         if unhashed and "params" in kept:

@@ -228,6 +228,7 @@ def train_federated(context: RunContext) -> Outcome:
     runtime.configure()  # after every input check: bad input fails before TFF starts
     built = processes.get(task, data.num_items, plan, context.seed)
     process, traffic = built.process, built.traffic
+    runtime.check_splittable(process.next, task.source)  # --workers: refused before round 1
     read_aggregator = processes.aggregator_reader(plan)
     # Rounds at a few fixed cardinalities: the TFF worker keeps an executor per cohort size.
     run_next = cardinality.padded_next(process, cohort_sizes(
