@@ -1,4 +1,5 @@
-"""Shared test setup: quiet TF logs; stop TFF's workers when the session ends."""
+"""Shared test setup: quiet TF logs; the heaviest test files first; stop TFF's workers when the
+session ends."""
 import atexit
 import os
 import signal
@@ -10,6 +11,23 @@ from tff_rec.quiet import silence
 silence()
 threads.fix()  # as the CLI does: before TensorFlow starts
 atexit.register(runtime.shutdown)
+
+
+# The heaviest files first (their share of one full run's test time, largest first). xdist hands
+# whole files to its two processes in collection order (`--dist loadfile --no-loadscope-reorder`,
+# pyproject.toml): a long file handed out last would run alone at the end.
+HEAVY_FIRST = (
+    "test_end_to_end.py", "test_faults.py", "test_ray_engine.py", "test_workers.py",
+    "test_notebooks.py", "test_determinism.py", "test_algorithms.py", "test_noise_cohort.py",
+    "test_reference.py", "test_privacy_accounting.py", "test_cardinality.py",
+    "test_privacy_audit.py", "test_fast_commands.py", "test_plugins.py", "test_models.py",
+    "test_algorithm_tasks.py", "test_saved_models.py", "test_losses.py", "test_extending.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: position for position, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
 
 
 def _stat(pid: int) -> list[str]:

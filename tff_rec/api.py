@@ -64,16 +64,18 @@ def run(task: Union["TaskSpec", PathLike], seed: int = 0, out: PathLike = DEFAUL
 
 
 def run_study(study: Union["StudySpec", PathLike], out: PathLike = DEFAULT_OUT, *, jobs: int = 1,
-              progress: str = "none", retry_failed: bool = False,
-              rerun_stale: bool = False) -> list["RunResult"]:
-    """Run a study's pending runs (as `tff-rec study`); what the data cannot satisfy fails before
-    anything is written. Returns every run's result (skipped, failed or made)."""
-    from tff_rec import checks, runner
+              progress: str = "none", retry_failed: bool = False, rerun_stale: bool = False,
+              engine: str = "local", address: Optional[str] = None) -> list["RunResult"]:
+    """Run a study's pending runs (as `tff-rec study`; `engine="ray"` with the cluster `address`
+    as `--engine ray --address`); what the data cannot satisfy fails before anything is written.
+    Returns every run's result (skipped, failed or made)."""
+    from tff_rec import checks, engines, runner
 
     study = study if not isinstance(study, (str, Path)) else load_study(study)
+    chosen = engines.get(engine, address)
     checks.check_study(study)
     return runner.run_study(study, Path(out), progress=progress, retry_failed=retry_failed,
-                            jobs=jobs, rerun_stale=rerun_stale)
+                            jobs=jobs, rerun_stale=rerun_stale, engine=chosen)
 
 
 def load_results(paths: Union[PathLike, Sequence[PathLike]]) -> "pd.DataFrame":
