@@ -27,6 +27,12 @@ def test_the_reference_lists_every_key_and_every_registry_entry_with_its_help():
     for registry in (SOURCES, SCHEMES, MODELS, ALGORITHMS, MECHANISMS, METHODS):
         for name in registry:
             assert f"| `{name}` | " in text, name
+    for scheme in SCHEMES.values():  # every partition and synthetic-data key has its help
+        for key, param in scheme.params.items():
+            assert param.help and f"`{key}` = {param.default!r}: {param.help}" in text
+    synthetic = SOURCES["synthetic"]
+    for key, default in synthetic.params.items():
+        assert f"`{key}` = {default!r}: {synthetic.param_help[key]}" in text
     for mechanism in MECHANISMS.values():  # declared parameters with range and help
         for param in mechanism.params:
             assert param.describe() in text

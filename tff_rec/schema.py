@@ -36,11 +36,16 @@ def fixed_keys() -> list[str]:
     return lines
 
 
+def _keyed(key: str, default: Any, help_text: str) -> str:
+    return f"`{key}` = {default!r}" + (f": {help_text}" if help_text else "")
+
+
 def _datasets() -> list[str]:
     from tff_rec.data.sources import SOURCES
 
     return _table(("`data.dataset`", "keys it adds (defaults)", "what it is"), (
-        (f"`{name}`", ", ".join(f"`{k}` = {v!r}" for k, v in source.params.items()) or "—",
+        (f"`{name}`", "<br>".join(_keyed(k, v, source.param_help.get(k, ""))
+                                  for k, v in source.params.items()) or "—",
          source.description) for name, source in SOURCES.items()))
 
 
@@ -49,7 +54,7 @@ def _partitioners() -> list[str]:
 
     return _table(("`partition.scheme`", "privacy unit", "keys it adds (defaults)", "what it does"), (
         (f"`{name}`", scheme.privacy_unit,
-         ", ".join(f"`{k}` = {p.default!r}" for k, p in scheme.params.items()) or "—",
+         "<br>".join(_keyed(k, p.default, p.help) for k, p in scheme.params.items()) or "—",
          scheme.description) for name, scheme in SCHEMES.items()))
 
 

@@ -19,6 +19,7 @@ class Source:
 
     loader: called as ``loader(path, **params)`` when ``needs_path``, else ``loader(**params)``.
     params: every parameter the source accepts, with its default (all are integers).
+    param_help: one line per parameter (`tff-rec tasks schema`).
     check: ``check(**params)`` → (parameter, what is wrong) or None: range checks a task file's
       values get at load, before anything is generated or read.
     min_interactions: the default k-core (users, items) of ``data.min_user_interactions`` and
@@ -31,6 +32,7 @@ class Source:
     needs_path: bool
     description: str
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    param_help: Mapping[str, str] = dataclasses.field(default_factory=dict)
     check: Optional[Callable[..., Optional[tuple[str, str]]]] = None
     min_interactions: tuple[int, int] = (5, 5)
 
@@ -44,6 +46,11 @@ SOURCES: dict[str, Source] = {
             needs_path=False,
             description="generated log with group tastes and item-to-item transitions",
             params={"seed": 0, **synthetic.DEFAULT_SIZES},
+            param_help={
+                "seed": "seed of the generated log (not the task seed)", "users": "users",
+                "items": "catalogue size", "mean_length": "mean interactions per user",
+                "categories": "item categories", "groups": "user taste groups",
+            },
             check=lambda seed, **sizes: (
                 ("seed", f"must be at least 0, found {seed}") if seed < 0
                 else synthetic.size_problem(**sizes)

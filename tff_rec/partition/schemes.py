@@ -94,10 +94,12 @@ def _optional_str(name: str, value: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """A scheme parameter: its default and a data-independent check that raises ValueError."""
+    """A scheme parameter: its default, a data-independent check that raises ValueError, and its
+    help (`tff-rec tasks schema`)."""
 
     default: Any
     check: Callable[[str, Any], None]
+    help: str = ""
 
 
 # --- partitioners -------------------------------------------------------------------------------
@@ -275,7 +277,7 @@ class Scheme:
     needs_categories: bool = False
 
 
-NUM_CLIENTS = Param(10, _positive_int)
+NUM_CLIENTS = Param(10, _positive_int, "number of clients K")
 
 SCHEMES: dict[str, Scheme] = {
     scheme.name: scheme
@@ -285,7 +287,7 @@ SCHEMES: dict[str, Scheme] = {
         Scheme(
             "dirichlet",
             "silo",
-            {"num_clients": NUM_CLIENTS, "alpha": Param(0.5, _positive_number)},
+            {"num_clients": NUM_CLIENTS, "alpha": Param(0.5, _positive_number, "Dirichlet concentration: smaller is more skewed")},
             "Category label skew: each category's users split over K clients by Dirichlet(alpha) shares.",
             _dirichlet,
             needs_categories=True,
@@ -295,8 +297,8 @@ SCHEMES: dict[str, Scheme] = {
             "silo",
             {
                 "num_clients": NUM_CLIENTS,
-                "law": Param("power", _one_of(*SIZE_LAWS)),
-                "skew": Param(1.0, _non_negative_number),
+                "law": Param("power", _one_of(*SIZE_LAWS), "client-size law: power or lognormal"),
+                "skew": Param(1.0, _non_negative_number, "size skew (0 = equal sizes)"),
             },
             "Quantity skew: K client sizes drawn from a power or log-normal law (skew 0 = equal).",
             _quantity,
@@ -304,14 +306,15 @@ SCHEMES: dict[str, Scheme] = {
         Scheme(
             "attribute",
             "silo",
-            {"attribute": Param(None, _optional_str), "num_clients": Param(None, _optional_positive_int)},
+            {"attribute": Param(None, _optional_str, "the user attribute whose values are the clients"),
+             "num_clients": Param(None, _optional_positive_int, "merge the smallest values down to this many clients")},
             "One client per value of a user attribute; smallest values merged down to num_clients if set.",
             _attribute,
         ),
         Scheme(
             "pathological",
             "silo",
-            {"num_clients": NUM_CLIENTS, "classes_per_client": Param(2, _positive_int)},
+            {"num_clients": NUM_CLIENTS, "classes_per_client": Param(2, _positive_int, "categories per client")},
             "Shard split by dominant category: each client holds users of about classes_per_client categories.",
             _pathological,
             needs_categories=True,
