@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rec.algorithm_registry import ALGORITHMS, OPTIMIZER_HPARAMS, Algorithm  # noqa: F401  (re-exported)
+from tff_rec.algorithm_registry import ALGORITHMS, OPTIMIZER_HPARAMS
 
 LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
 

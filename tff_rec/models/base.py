@@ -18,9 +18,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # keras-core prints its backend
     import keras_nlp  # noqa: F401  (re-exported for the model modules)
 
 from tff_rec.data.types import PADDING_ITEM
-from tff_rec.models.hparams import (  # noqa: F401  (re-exported for the model modules)
-    SIZES, CommonHParams, one_of, positive_int, unit_interval,
-)
+from tff_rec.models.hparams import CommonHParams
 from tff_rec.models.loss_registry import LOSSES
 
 

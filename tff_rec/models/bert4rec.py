@@ -6,8 +6,8 @@ from typing import Any, Optional
 import tensorflow as tf
 
 from tff_rec.models.base import ItemSequenceModel, keras_nlp, padding_mask
+from tff_rec.models.hparams import BERT4RecHParams
 from tff_rec.models.examples import mask_token
-from tff_rec.models.hparams import BERT4RecHParams  # noqa: F401  (declared without TensorFlow)
 
 
 class BERT4Rec(ItemSequenceModel):

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import tensorflow as tf
 
 from tff_rec.models.base import ItemSequenceModel, keras_nlp, padding_mask
-from tff_rec.models.hparams import GRU4RecHParams  # noqa: F401  (declared without TensorFlow)
+from tff_rec.models.hparams import GRU4RecHParams
 
 
 class GRU4Rec(ItemSequenceModel):

@@ -48,7 +48,7 @@ class CommonHParams:
     dropout: dropout rate of the model's layers.
     max_len: input length L; longer histories keep their last L items.
     tie_embeddings: score items with their input embedding instead of a separate output matrix.
-    loss: what training minimizes (`losses.LOSSES`); evaluation always scores the full catalogue.
+    loss: what training minimizes (`loss_registry.LOSSES`); evaluation always scores the full catalogue.
       softmax: full cross-entropy over every item (cost ∝ num_items per position).
       sampled_softmax: the target's cross-entropy against `num_sampled` items drawn uniformly
         once per batch (`losses.SampledSoftmaxLoss`).

@@ -33,7 +33,6 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 
 from tff_rec.data.types import PADDING_ITEM
-from tff_rec.models.loss_registry import LOSSES, LossEntry  # noqa: F401  (re-exported)
 
 # Logit given to a sampled negative that is the position's own target ("accidental hit"):
 # exp(_HIDDEN - max) is exactly 0 in float32, so the hit drops out of the softmax.

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import tensorflow as tf
 
 from tff_rec.models.base import ItemSequenceModel, keras_nlp, padding_mask
-from tff_rec.models.hparams import SASRecHParams  # noqa: F401  (declared without TensorFlow)
+from tff_rec.models.hparams import SASRecHParams
 
 
 class SASRec(ItemSequenceModel):

@@ -34,10 +34,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from tff_rec.privacy.mechanism_registry import (  # noqa: F401  (the registry, re-exported)
-    CLIP, CLIP_LEARNING_RATE, CLIPPED_COUNT_STDDEV, DDP_BITS, EFFICIENT_TREE, INITIAL_CLIP,
-    MAX_NOISE_SEED, MECHANISMS, NOISE_MULTIPLIER, TARGET_QUANTILE, Mechanism, _is_int,
-    adaptive_noise_split, get_mechanism, noise_scale, validate_params,
+from tff_rec.privacy.mechanism_registry import (  # noqa: F401  (MECHANISMS, validate_params: re-exported)
+    MAX_NOISE_SEED, MECHANISMS, _is_int, adaptive_noise_split, get_mechanism, noise_scale,
+    validate_params,
 )
 from tff_rec.privacy.params import validate
 from tff_rec.privacy.queries import SeededGaussianSumQuery, SeededQuantileAdaptiveClipSumQuery
