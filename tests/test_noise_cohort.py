@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import tensorflow_federated as tff
 
 from tff_rec import checks, cli, runtime, spec
 from tff_rec.privacy import accounting, mechanisms, nominal
-from tff_rec.training import federated
+from tff_rec.privacy.planning import plan_privacy
 
 DIM = 20_000
 
@@ -125,7 +124,7 @@ def test_recorded_epsilon_is_privacy_epsilon_for_the_nominal_cohort(capsys, samp
     task = _task(noise_cohort_size=5000, population=1_000_000, noise_multiplier=1.2)
     task = spec.resolve_task(spec.apply_overrides(task.to_dict(), {"algorithm.sampling": sampling}),
                              source="nominal.toml")
-    plan = federated.plan_privacy(SimpleNamespace(task=task), population=117)
+    plan = plan_privacy(task, population=117)
     record = plan.to_record()
     shown = _cli_epsilon(capsys, "--population", "1000000", "--clients-per-round", "10",
                          "--noise-cohort-size", "5000", "--rounds", "3", "--sampling", sampling,
@@ -144,7 +143,7 @@ def test_recorded_epsilon_is_privacy_epsilon_for_the_nominal_cohort(capsys, samp
 
 def test_target_epsilon_is_calibrated_for_the_nominal_cohort(capsys):
     task = _task(noise_cohort_size=2000, population=100_000, target_epsilon=2.0)
-    plan = federated.plan_privacy(SimpleNamespace(task=task), population=117)
+    plan = plan_privacy(task, population=117)
     assert plan.ledger[-1] <= 2.0
     assert cli.main(["privacy", "calibrate", "--population", "100000", "--clients-per-round", "10",
                      "--noise-cohort-size", "2000", "--rounds", "3", "--sampling", "fixed",
@@ -154,7 +153,7 @@ def test_target_epsilon_is_calibrated_for_the_nominal_cohort(capsys):
 
 
 def test_population_alone_accounts_over_the_larger_population():
-    plan = federated.plan_privacy(SimpleNamespace(task=_task(population=50_000)), population=117)
+    plan = plan_privacy(_task(population=50_000), population=117)
     assert plan.population == 50_000 and plan.noise_cohort_size == 10
     expected = accounting.epsilon(noise_multiplier=1.0, population=50_000, clients_per_round=10,
                                   rounds=3, delta=accounting.default_delta(50_000),
@@ -204,7 +203,7 @@ def test_data_dependent_refusals_name_the_key():
         with pytest.raises(spec.SpecError, match=f"nominal.toml: key '{key}'"):
             checks.check_task(task, seed=0)
         with pytest.raises(spec.SpecError, match=f"key '{key}'"):
-            federated.plan_privacy(SimpleNamespace(task=task), population=117)
+            plan_privacy(task, population=117)
 
 
 # ---------------------------------------------------------------- defaults change nothing
@@ -220,7 +219,7 @@ def test_default_keys_leave_hashes_unchanged():
     reference = json.loads((root / "results" / "reference" / "quickstart.json").read_text())
     pinned = {run["label"]: run["task_hash"] for run in reference["runs"]}
     assert {task.name: task.hash for task in quickstart.tasks} == pinned  # DP rows included
-    plan = federated.plan_privacy(SimpleNamespace(task=plain), population=117)
+    plan = plan_privacy(plain, population=117)
     assert plan.nominal is None and "simulated" not in plan.to_record()
 
 

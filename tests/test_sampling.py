@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tff_rec.training.federated import SAMPLERS, sample_cohort
+from tff_rec.sampling import SAMPLERS, sample_cohort
 
 IDS = [f"c{i:03d}" for i in range(100)]
 

@@ -26,6 +26,13 @@ def check_task(task: TaskSpec, seed: int, split: Optional[LeaveOneOutSplit] = No
     from tff_rec.prepare import prepare_split
 
     split = prepare_split(task) if split is None else split
+    check_split(task, split)
+    if get_algorithm(task["algorithm"]["name"]) is not None:  # built in or a plugin's
+        check_clients(task, build_partition(task, seed, split))
+
+
+def check_split(task: TaskSpec, split: LeaveOneOutSplit) -> None:
+    """The split has users to evaluate, and enough items for the evaluation's negatives."""
     source = task.source
     items = split.data.num_items
     if split.evaluation_users().size == 0:
@@ -45,8 +52,6 @@ def check_task(task: TaskSpec, seed: int, split: Optional[LeaveOneOutSplit] = No
             f"{items} items after filtering, so a target has at most {items - 1} negatives. "
             f"Found {negatives}; allowed: {allowed}."
         )
-    if get_algorithm(task["algorithm"]["name"]) is not None:  # built in or a plugin's
-        _check_clients(task, seed, split)
 
 
 def build_partition(task: TaskSpec, seed: int, split: LeaveOneOutSplit) -> "Partition":
@@ -65,13 +70,13 @@ def build_partition(task: TaskSpec, seed: int, split: LeaveOneOutSplit) -> "Part
         ) from None
 
 
-def _check_clients(task: TaskSpec, seed: int, split: LeaveOneOutSplit) -> None:
-    """The partition can be built, and the cohort and the DP accounting fit its clients."""
+def check_clients(task: TaskSpec, partition: "Partition") -> None:
+    """The cohort and the DP accounting fit the partition's clients."""
     from tff_rec.privacy import accounting
 
     source = task.source
     scheme = f"partition.scheme = {task['partition']['scheme']!r}"
-    clients = build_partition(task, seed, split).num_clients
+    clients = partition.num_clients
     algorithm = task["algorithm"]
     cohort = algorithm["clients_per_round"]
     if cohort > clients:

@@ -163,7 +163,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.engine == "local" and runner.usable_jobs(args.jobs) < args.jobs:
         print(f"tff-rec: note: --jobs {args.jobs} is more than the {runner.usable_jobs(args.jobs)} "
               f"cores; running {runner.usable_jobs(args.jobs)} at once", file=sys.stderr)
-    states = [run.state for run in runner.plan_study(study, out)]
+    states = runner.record_states(study, out)
     if "stale" in states and not args.rerun_stale:
         complete = states.count("stale") + states.count("done")
         print(f"tff-rec: warning: {stale_warning(states.count('stale'), complete, f'study {study.name}')}",
@@ -190,8 +190,9 @@ def _print_plan(planned: Sequence[Any]) -> int:
     """The dry-run listing: one line per run, then the totals."""
     width = max(len(run.label) for run in planned)
     for run in planned:
+        epsilon = f"  ε = {run.epsilon:.4g}" if run.epsilon is not None else ""
         print(f"{run.label:<{width}}  {run.task_hash}  seed {run.seed:<3} {run.state:<8} "
-              f"{run.client_updates} client updates")
+              f"{run.client_updates} client updates{epsilon}")
     todo = [run for run in planned if run.state != "done"]
     print(f"{len(planned)} runs, {len(planned) - len(todo)} done; still to run: {len(todo)} runs, "
           f"{sum(run.client_updates for run in todo)} client updates")
@@ -307,18 +308,15 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_data_partition(args: argparse.Namespace) -> int:
-    from tff_rec import checks, describe
-    from tff_rec.partition import heterogeneity
-    from tff_rec.prepare import prepare
+    from tff_rec import describe, plan
 
     described = []  # a task file: one; a study file: each variant (or --variant LABEL)
     for label, task in describe.load_tasks(args.task, _overrides(args.set), args.variant):
-        data = prepare(task, args.seed)
-        split = checks.build_partition(task, args.seed, data.split)
-        calibrated = describe.calibrated_noise(task, split.num_clients)  # privacy.target_epsilon
+        run = plan.resolve(task, args.seed, partition=True)
+        calibrated = describe.calibration(run)  # privacy.target_epsilon
+        record = run.partition_record()
         described.append({**({"variant": label} if label is not None else {}),
-                          "scheme": split.scheme, "privacy_unit": split.privacy_unit,
-                          **heterogeneity(data.split, split),
+                          **{k: v for k, v in record.items() if k != "params"},
                           **({"noise_multiplier": calibrated["noise_multiplier"],
                               "target_epsilon": calibrated["target_epsilon"]} if calibrated else {})})
     if args.json:
@@ -343,11 +341,10 @@ def cmd_tasks_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_describe(args: argparse.Namespace) -> int:
-    from tff_rec import checks, describe
+    from tff_rec import describe
 
     described = []  # a task file: one; a study file: each variant (or --variant LABEL)
     for label, task in describe.load_tasks(args.task, _overrides(args.set), args.variant):
-        checks.check_task(task, args.seed)
         described.append({**({"variant": label} if label is not None else {}),
                           **describe.describe(task, args.seed)})
     if args.json:

@@ -2,19 +2,17 @@
 
 Shows every section with its defaults filled in, the model's hyperparameters after its size
 preset and derived keys, and the model's exact parameter count (`count_params` of the built
-Keras model, on the task's data). With `privacy.target_epsilon`, the noise multiplier the run
-will calibrate (`calibrated_noise`, as `training.federated.plan_privacy` does). A study file
+Keras model, on the task's data). Everything comes from the run plan the run itself reads
+(`tff_rec.plan`): with `privacy.target_epsilon`, the noise multiplier it calibrated. A study file
 gives each of its variants (`load_tasks`), or the one named.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from tff_rec import checks, models, seeds, spec
-from tff_rec.prepare import prepare
+from tff_rec import models, plan, seeds, spec
 from tff_rec.spec import TaskSpec
 
 
@@ -41,38 +39,10 @@ def load_tasks(path: Path | str, overrides: Optional[Mapping[str, Any]] = None,
     return pairs
 
 
-def calibrated_noise(task: TaskSpec, population: int) -> Optional[dict[str, Any]]:
-    """The noise multiplier a run of `task` calibrates to `privacy.target_epsilon` (None when the
-    task sets no target), for a partition of `population` clients: the accounting inputs of
-    `training.federated.plan_privacy` (nominal cohort, δ's default, the tree mechanism's own
-    calibration). Calibrated once per distinct setting (cached): a study's variants that share
-    one reuse it."""
-    privacy, algorithm = task["privacy"], task["algorithm"]
-    if privacy["mechanism"] == "none" or privacy.get("target_epsilon") is None:
-        return None
-    from tff_rec.privacy import accounting, nominal
-
-    cohort = nominal.resolve(privacy, algorithm, population)
-    accounted = population if cohort is None else cohort.population
-    clients = algorithm["clients_per_round"] if cohort is None else cohort.noise_cohort_size
-    delta = privacy["delta"] or accounting.default_delta(accounted)
-    from tff_rec.privacy.mechanism_registry import get_mechanism
-
-    analysis = accounting.analysis_of(get_mechanism(privacy["mechanism"]))
-    noise, achieved = _calibrate(analysis, float(privacy["target_epsilon"]),
-                                 accounted, clients, algorithm["rounds"], delta,
-                                 algorithm["sampling"], privacy["accountant"])
-    return {"target_epsilon": privacy["target_epsilon"], "noise_multiplier": noise,
-            "epsilon": achieved, "delta": delta, "accountant": privacy["accountant"],
-            "population": accounted, "clients_per_round": clients}
-
-
-@functools.lru_cache(maxsize=None)
-def _calibrate(analysis: Any, target_epsilon: float, population: int, clients_per_round: int,
-               rounds: int, delta: float, sampling: str, accountant: str) -> tuple[float, float]:
-    return analysis.calibrate(target_epsilon=target_epsilon, population=population,
-                     clients_per_round=clients_per_round, rounds=rounds, delta=delta,
-                     sampling=sampling, accountant=accountant)
+def calibration(run: plan.RunPlan) -> Optional[dict[str, Any]]:
+    """The noise multiplier the run calibrated to `privacy.target_epsilon`, with the ε it
+    achieves and the accounting inputs (None when the task sets no target)."""
+    return run.privacy.calibration() if run.privacy is not None else None
 
 
 def _flat(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,16 +52,16 @@ def _flat(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe(task: TaskSpec, seed: int) -> dict[str, Any]:
-    """The resolved task as nested JSON-able data, with the data's size and the model's
-    resolved hyperparameters and parameter count (the model built at the run's initial seed)."""
-    data = prepare(task, seed)
-    clients = checks.build_partition(task, seed, data.split).num_clients
-    calibrated = calibrated_noise(task, clients)
+    """The run plan (`plan.resolve`) as nested JSON-able data: the resolved task, the data's
+    size, the partition's clients, the calibrated noise, and the model's resolved
+    hyperparameters and parameter count (the model built at the run's initial seed)."""
+    run = plan.resolve(task, seed, partition=True)
+    data = run.data.get()
+    clients = run.partition.num_clients
+    calibrated = calibration(run)
     section = task["model"]
-    model = models.build_model(
-        section["name"], data.num_items,
-        seed=seeds.derive(seed, "init") + section["seed_offset"], **section["params"],
-    )
+    model = (run.model or plan.ModelPlan(section["name"], run.num_items, dict(section["params"]),
+                                         seeds.derive(seed, "init") + section["seed_offset"])).build()
     return {
         "task": task.name, "description": task.description, "hash": task.hash,
         "source": task.source, "seed": seed,

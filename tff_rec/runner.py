@@ -1,8 +1,9 @@
 """Runs one task at one seed end to end and writes its run record.
 
-The runner is the one place that knows every stage: it prepares the data, hands a RunContext to
-the trainer the task names, evaluates the result on validation and test items, and writes the
-record (results/runs/<task-hash>/seed-<n>/: with the trained model's weights and every test
+The runner is the one place that knows every stage: it resolves the run's plan (`tff_rec.plan`:
+data, partition, sampler, privacy, model, evaluation), drives the trainer the plan names (a loop
+that yields metrics rows, `tff_rec.training`), evaluates the result on the test items, and writes
+the record (results/runs/<task-hash>/seed-<n>/: with the trained model's weights and every test
 user's ranks, `tff_rec.saved`). With `evaluation.select = "best"` the test users are ranked by the
 model of the validated round with the best validation ndcg@K (`training.context.Selection`), and
 summary.json says which round (`selected_round`). Bad input fails before any file is written; a run
@@ -41,15 +42,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from tff_rec import (
-    board, checks, evaluation, faults, protocol, record, runtime, saved, stale, threads, usage,
-)
-from tff_rec.prepare import PreparedData, prepare
+from tff_rec import board, evaluation, faults, record, runtime, saved, stale, threads, usage
+from tff_rec.plan import RunPlan
+from tff_rec.plan import resolve as resolve_plan
 from tff_rec.progress import Mode, RunProgress, StudyProgress
 from tff_rec.progress import resolve as resolve_progress
-from tff_rec.spec import FEDERATED_ALGORITHMS, StudySpec, TaskSpec
+from tff_rec.spec import StudySpec, TaskSpec
 from tff_rec.training import TRAINERS
-from tff_rec.training.context import RunContext
+from tff_rec.training.context import Outcome, Resumed, RunContext, Training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +108,22 @@ def run_task(task: TaskSpec, seed: int, out: Path, progress: Mode = True,
     done = _already_complete(directory)
     if done is not None and not (rerun_stale and done.stale):
         return done
+    # bad input fails here, before any folder exists; so does what the data cannot satisfy
+    return run_plan(resolve_plan(task, seed), out, progress, cache_dir, rerun_stale)
+
+
+def run_plan(plan: RunPlan, out: Path, progress: Mode = True, cache_dir: Optional[Path] = None,
+             rerun_stale: bool = False) -> RunResult:
+    """Run a resolved plan (`tff_rec.plan`; it may come pickled from another process) into its
+    record under `out`, unless the record is already complete: `run_task` after resolving."""
+    directory = record.run_dir(out, plan.task.hash, plan.seed)
     damage = record.damage(directory) if (directory / record.SUMMARY).is_file() else None
     if damage is not None:
         faults.warn(f"{damage}: the record is incomplete; making it again")
-    data = prepare(task, seed)  # bad input fails here, before any folder exists
-    checks.check_task(task, seed, data.split)  # and so does what the data cannot satisfy
     cache_dir = Path(cache_dir or Path(out) / ".cache")
-    with _exclusive(cache_dir / f"run-{task.hash}-seed-{seed}.lock"):
+    with _exclusive(cache_dir / f"run-{plan.task.hash}-seed-{plan.seed}.lock"):
         # another process may have finished it while we waited
-        return (_reusable(directory, rerun_stale)
-                or _run(task, seed, data, directory, cache_dir, progress))
+        return _reusable(directory, rerun_stale) or _run(plan, directory, cache_dir, progress)
 
 
 def _already_complete(directory: Path) -> Optional[RunResult]:
@@ -188,19 +194,17 @@ class _LiveOutputs:
         self._written = len(rows)
 
 
-def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_dir: Path,
-         progress: Mode) -> RunResult:
+def _run(plan: RunPlan, directory: Path, cache_dir: Path, progress: Mode) -> RunResult:
+    task, seed = plan.task, plan.seed
     started = datetime.datetime.now(datetime.timezone.utc)
     environment = record.environment()  # the code and packages as the run starts
     environment["intra_op_threads"] = threads.check()  # results depend on it
     wall, cpu = time.perf_counter(), time.process_time()
     usage.reset_peak()
     rows: list[dict[str, Any]] = []
-    validation_users = protocol.validation_users(task, seed, data)
-    total_rounds = _planned_rounds(task)
     live = _LiveOutputs(directory, task.name)
-    unit = "epoch" if task["algorithm"]["name"] == "centralized" else "round"
-    with RunProgress(f"{task.name} seed {seed}", total_rounds, enabled=progress, unit=unit) as bar:
+    unit = "epoch" if plan.trainer == "centralized" else "round"
+    with RunProgress(plan.label, plan.rounds, enabled=progress, unit=unit) as bar:
 
         resumed_rounds: list[int] = []
 
@@ -214,15 +218,12 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
                 live.update(rows)
             bar.update(row, resumed=resumed)
 
-        context = RunContext(
-            task=task, seed=seed, data=data, run_dir=directory, cache_dir=cache_dir,
-            evaluate=protocol.evaluator(task, seed, data, validation_users), report=report,
-            completed_rows=rows,
-        )
+        context = RunContext(plan=plan, run_dir=directory, cache_dir=cache_dir)
+        data = context.data
         worker = {"worker_cpu_seconds": 0.0, "worker_peak_rss_mb": 0.0}
         try:
             try:
-                outcome = TRAINERS[task["algorithm"]["name"]](context)
+                outcome = _train(TRAINERS[plan.trainer](context), report)
             finally:
                 # The TFF worker keeps what every computation it ran left behind (a study of 33
                 # runs grew it to 9 GB): each run gets a fresh one, started on its first TFF call.
@@ -244,30 +245,31 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
     chosen = next((row for row in rows if row["round"] == selected), {})  # its validation chose it
     validation = {k[4:]: v for k, v in chosen.items() if k.startswith("val_")}
     cpu_seconds = round(time.process_time() - cpu, 3)
+    privacy, partition = plan.privacy_record(), plan.partition_record()
     summary = {
         "label": task.name, "task_hash": task.hash, "seed": seed,
         "dataset": task["data"]["dataset"], "algorithm": task["algorithm"]["name"],
         "partition": task["partition"]["scheme"], "privacy": task["privacy"]["mechanism"],
         "model": task["model"]["name"],
-        "rounds": total_rounds, "resumed_from_round": max(resumed_rounds, default=0),
+        "rounds": plan.rounds, "resumed_from_round": max(resumed_rounds, default=0),
         # the model whose validation and test metrics these are: the last round's, or the best
         # validated round's (evaluation.select; chosen by validation full-ranking selection_metric)
         "selection": context.selection.mode, "selected_round": selected,
         **({"selection_metric": context.selection.metric}
            if context.selection.mode == "best" else {}),
         "validation": validation, "test": test,
-        "epsilon": outcome.privacy["epsilon"] if outcome.privacy else None,
-        "delta": outcome.privacy["delta"] if outcome.privacy else None,
-        "privacy_unit": outcome.partition["privacy_unit"] if outcome.partition else None,
+        "epsilon": privacy["epsilon"] if privacy else None,
+        "delta": privacy["delta"] if privacy else None,
+        "privacy_unit": partition["privacy_unit"] if partition else None,
         # noise and ε of a nominal cohort (privacy/nominal.py); the key exists only then
-        **({"privacy_simulated": outcome.privacy["simulated"]}
-           if outcome.privacy and outcome.privacy.get("simulated") else {}),
-        "heterogeneity": outcome.partition,
+        **({"privacy_simulated": privacy["simulated"]}
+           if privacy and privacy.get("simulated") else {}),
+        "heterogeneity": partition,
         "excluded_from_ranking": "the user's history items (all input items except the target)",
         # evaluated: test users (all with held-out items); validated: the users validation ranks
         # (a seeded sample of them with `evaluation.validation_users`).
         "users": {"train": int(len(data.split.train)), "evaluated": int(test.get("users", 0)),
-                  "validated": int(len(validation_users))},
+                  "validated": int(len(plan.evaluation.validation_users))},
         "items": data.num_items,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -281,16 +283,26 @@ def _run(task: TaskSpec, seed: int, data: PreparedData, directory: Path, cache_d
         "worker_peak_rss_mb": worker["worker_peak_rss_mb"],
         **outcome.summary,
     }
-    _write_record(directory, task, rows, summary, outcome.privacy, environment, kept, ranks)
+    _write_record(directory, task, rows, summary, privacy, environment, kept, ranks)
     bar.done(test, summary["wall_seconds"])  # lines: one line saying the run is done
     return RunResult(directory, summary, False)
 
 
-def _planned_rounds(task: TaskSpec) -> int:
-    name = task["algorithm"]["name"]
-    if name == "centralized":
-        return task["algorithm.centralized"]["epochs"]
-    return 0 if name == "popularity" else task["algorithm"]["rounds"]
+def _train(training: Training, report: Callable[..., None]) -> Outcome:
+    """Drive a trainer's loop (`tff_rec.training`): report each row it yields, as it comes
+    (before the trainer goes on, so a checkpoint holds the row as reported); return its outcome."""
+    try:
+        while True:
+            try:
+                row = next(training)
+            except StopIteration as finished:
+                return finished.value
+            if isinstance(row, Resumed):
+                report(row.row, resumed=True)
+            else:
+                report(row)
+    finally:
+        training.close()  # a report that raised leaves the trainer suspended: end it now
 
 
 def _write_record(directory: Path, task: TaskSpec, rows: list[dict[str, Any]], summary: dict[str, Any],
@@ -507,28 +519,39 @@ class PlannedRun:
     label: str
     task_hash: str
     seed: int
-    state: str  # done | damaged (re-made when run) | failed | partial (has checkpoints) | to do
-    client_updates: int  # rounds × clients per round (expected, for Poisson sampling)
+    state: str  # done | stale | damaged (re-made when run) | failed | partial (has checkpoints) | to do
+    client_updates: int  # the cohort sizes the run's sampler draws, summed over its rounds
+    epsilon: Optional[float] = None  # the privacy plan's final ε (None: no DP, or not accounted)
+
+
+def record_state(directory: Path) -> str:
+    """What a run's record folder holds: done, stale, damaged, failed, partial or to do."""
+    if record.is_complete(directory):
+        return "stale" if stale.is_stale(directory) else "done"
+    if (directory / record.SUMMARY).is_file():  # unreadable: re-made when run
+        return "damaged"
+    if (directory / record.FAILED).is_file():
+        return "failed"
+    if (directory / record.CHECKPOINTS).is_dir():
+        return "partial"
+    return "to do"
+
+
+def record_states(study: StudySpec, out: Path) -> list[str]:
+    """`record_state` of every run of the study, variants in order, seeds within."""
+    return [record_state(record.run_dir(out, task.hash, seed))
+            for task in study.tasks for seed in study.seeds]
 
 
 def plan_study(study: StudySpec, out: Path) -> list[PlannedRun]:
-    """Every run of the study, with whether its record is done, and the client updates it needs."""
+    """Every run of the study resolved to its plan (`tff_rec.plan`; bad input fails here, as it
+    would when run), with its record's state: what `study --dry-run` lists."""
     planned = []
     for task in study.tasks:
-        algorithm = task["algorithm"]
-        federated = algorithm["name"] in FEDERATED_ALGORITHMS
-        updates = algorithm["rounds"] * algorithm["clients_per_round"] if federated else 0
         for seed in study.seeds:
-            directory = record.run_dir(out, task.hash, seed)
-            if record.is_complete(directory):
-                state = "stale" if stale.is_stale(directory) else "done"
-            elif (directory / record.SUMMARY).is_file():  # unreadable: re-made when run
-                state = "damaged"
-            elif (directory / record.FAILED).is_file():
-                state = "failed"
-            elif (directory / record.CHECKPOINTS).is_dir():
-                state = "partial"
-            else:
-                state = "to do"
-            planned.append(PlannedRun(task.name, task.hash, seed, state, updates))
+            plan = resolve_plan(task, seed)
+            ledger = plan.privacy.ledger if plan.privacy is not None else ()
+            planned.append(PlannedRun(
+                task.name, task.hash, seed, record_state(record.run_dir(out, task.hash, seed)),
+                plan.client_updates(), ledger[-1] if ledger else None))
     return planned

@@ -2,7 +2,7 @@
 
 The DP guarantee of a run is a claim about its aggregator: the task's `privacy.mechanism`, built by
 `mechanisms.build_aggregator` as training builds it, run through TFF for the task's rounds, with
-the cohorts the runner's sampler draws (`training.federated.SAMPLERS`, seeded by the task seed).
+the cohorts the runner's sampler draws (`sampling.SAMPLERS`, seeded by the task seed).
 This module plays the one-run membership game of Steinke, Nasr & Jagielski (2023, "Privacy
 Auditing with One (1) Training Run", NeurIPS; arXiv:2305.08846) against exactly that aggregator:
 
@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -227,7 +226,7 @@ def play(mechanism: str, params: Mapping[str, Any], *, population: int, clients_
     import tensorflow_federated as tff
 
     from tff_rec.privacy.broken import WEIGHTED_FAULTS
-    from tff_rec.training.federated import SAMPLERS
+    from tff_rec.sampling import SAMPLERS
 
     m = settings.canaries
     if not 2 <= m <= population:
@@ -349,7 +348,7 @@ def _population(task: Any, seed: int) -> int:
 
 
 def _accounted(plan: Any, rounds: int, delta: float) -> tuple[Optional[float], Optional[str]]:
-    """The accountant's ε of the planned run at `delta` (as `federated.plan_privacy` ledgers it)."""
+    """The accountant's ε of the planned run at `delta` (as `planning.plan_privacy` ledgers it)."""
     from tff_rec.privacy import accounting, mechanism_registry
 
     common = dict(population=plan.population, clients_per_round=plan.clients_per_round,
@@ -363,7 +362,7 @@ def audit_case(case: AuditCase, seed: int = 0) -> AuditResult:
     """Audit one task: plan its privacy as a run would, play the game, bound ε."""
     from tff_rec import runtime, seeds
     from tff_rec.spec import FEDERATED_ALGORITHMS, SpecError
-    from tff_rec.training import federated
+    from tff_rec.privacy.planning import plan_privacy
 
     started = time.monotonic()
     task, settings = case.task, case.settings
@@ -377,7 +376,7 @@ def audit_case(case: AuditCase, seed: int = 0) -> AuditResult:
         raise SpecError(f"{task.source}: the audit does not simulate a nominal cohort yet "
                         f"(privacy.noise_cohort_size / privacy.population): remove them.")
     population = _population(task, seed)
-    plan = federated.plan_privacy(types.SimpleNamespace(task=task), population)
+    plan = plan_privacy(task, population, seed)
     rounds = algorithm["rounds"]
     accounted, reason = _accounted(plan, rounds, settings.delta)
     runtime.configure()

@@ -1,44 +1,33 @@
-"""Trainers by algorithm name: each takes a RunContext and returns an Outcome."""
+"""Trainers by plan (`plan.RunPlan.trainer`): each takes a RunContext and is a loop that
+yields the run's metrics rows (a resumed run's checkpointed rows first, as `Resumed`), then
+returns its Outcome (`training.context`)."""
 from __future__ import annotations
 
 from typing import Callable
 
-from tff_rec.spec import FEDERATED_ALGORITHMS
-from tff_rec.training.context import Outcome, RunContext
+from tff_rec.training.context import RunContext, Training
 
 
-def _federated(context: RunContext) -> Outcome:
+def _federated(context: RunContext) -> Training:
     from tff_rec.training.federated import train_federated  # imports TFF: only when needed
 
-    return train_federated(context)
+    return (yield from train_federated(context))
 
 
-def _centralized(context: RunContext) -> Outcome:
+def _centralized(context: RunContext) -> Training:
     from tff_rec.training.centralized import train_centralized
 
-    return train_centralized(context)
+    return (yield from train_centralized(context))
 
 
-def _popularity(context: RunContext) -> Outcome:
+def _popularity(context: RunContext) -> Training:
     from tff_rec.training.popularity import train_popularity
 
-    return train_popularity(context)
+    return (yield from train_popularity(context))
 
 
-class _Trainers(dict):
-    """Name → trainer; a federated algorithm registered by a plugin (`tff_rec.plugins`) trains
-    with the federated trainer too."""
-
-    def __missing__(self, name: str) -> Callable[[RunContext], Outcome]:
-        from tff_rec.algorithm_registry import get_algorithm
-
-        if isinstance(name, str) and get_algorithm(name) is not None:
-            return _federated
-        raise KeyError(name)
-
-
-TRAINERS: dict[str, Callable[[RunContext], Outcome]] = _Trainers({
-    **{name: _federated for name in FEDERATED_ALGORITHMS},
-    "centralized": _centralized,
-    "popularity": _popularity,
-})
+# `plan.trainer_name` picks the entry: every federated algorithm (built in or a plugin's) trains
+# with the federated trainer.
+TRAINERS: dict[str, Callable[[RunContext], Training]] = {
+    "federated": _federated, "centralized": _centralized, "popularity": _popularity,
+}

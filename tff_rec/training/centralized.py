@@ -1,6 +1,6 @@
 """The centralized reference: the same Keras model trained on the pooled training data.
 
-Each epoch visits the users in an order drawn from (task seed, epoch); its metrics row has the
+A loop that yields a metrics row per epoch. Each epoch visits the users in an order drawn from (task seed, epoch); its metrics row has the
 epoch's training time in `seconds` (without validation, as a federated round's). Every
 `run.checkpoint_every` epochs the model's and the optimizer's variables are checkpointed
 (`checkpoints`), and a re-run resumes from the last usable checkpoint with the metrics of an
@@ -18,16 +18,17 @@ import tensorflow as tf
 from tff_rec import algorithms, models, runtime, seeds
 from tff_rec.evaluation import score_last_position
 from tff_rec.training import checkpoints
-from tff_rec.training.context import Outcome, RunContext, initial_model
+from tff_rec.training.context import Outcome, Resumed, RunContext, Training
 
 STATE_FILE = "state.npz"
 
 
-def train_centralized(context: RunContext) -> Outcome:
-    """Plain Keras training for `algorithm.centralized.epochs`, validating every N epochs."""
+def train_centralized(context: RunContext) -> Training:
+    """Plain Keras training for `algorithm.centralized.epochs`, validating every N epochs:
+    yields each epoch's metrics row."""
     task, data = context.task, context.data
     config = task["algorithm.centralized"]
-    model = initial_model(context)
+    model = context.plan.model.build()
     tf.keras.utils.set_random_seed(seeds.derive(context.seed, "centralized"))  # dropout stream
     compile_model(model, config)
     users = np.flatnonzero((data.train_targets > 0).any(axis=1))
@@ -39,20 +40,22 @@ def train_centralized(context: RunContext) -> Outcome:
         return score_last_position(model, batch, task["evaluation"]["batch_size"])
 
     saved = _checkpoints(context, model)
-    _, start, rows = saved.load()  # restores the variables in place
+    _, start, loaded = saved.load()  # restores the variables in place
+    rows = list(loaded)
     for row in rows:
-        context.report(row, resumed=True)
-    for epoch in range(start + 1, config["epochs"] + 1):
+        yield Resumed(row)
+    for epoch in range(start + 1, context.plan.rounds + 1):
         runtime.exit_if_terminated()  # a signal swallowed in a gc callback or __del__ lands here
         began = time.perf_counter()
         order = seeds.round_rng(context.seed, "centralized", epoch).permutation(len(users))
         row = {"round": epoch, "loss": train_epoch(model, inputs[order], targets[order], batch_size)}
         row["seconds"] = round(time.perf_counter() - began, 4)  # a measurement, not a result
-        if epoch % every == 0 or epoch == config["epochs"]:
+        if epoch % every == 0 or epoch == context.plan.rounds:
             row.update(context.validation_columns(score_fn, epoch, model))
-        context.report(row)
+        rows.append(row)
+        yield row
         if epoch % task["run"]["checkpoint_every"] == 0:
-            saved.save(None, epoch, context.completed_rows)
+            saved.save(None, epoch, rows)
     return Outcome(score_fn=score_fn, model=model)
 
 

@@ -1,14 +1,14 @@
-"""What a trainer receives from the runner, and what it gives back."""
+"""What a trainer receives from the runner, what it yields, and what it gives back."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generator, Optional, Union
 
 import numpy as np
 import tensorflow as tf
 
-from tff_rec import models, seeds
+from tff_rec.plan import RunPlan
 from tff_rec.prepare import PreparedData
 from tff_rec.spec import TaskSpec
 
@@ -84,29 +84,47 @@ def read_weight_arrays(path: Path) -> list[np.ndarray]:
         return [stored[f"w{index:04d}"] for index in range(len(stored.files))]
 
 
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    """A metrics row read back from a checkpoint: recorded before, not trained again."""
+
+    row: dict[str, Any]
+
+
+# What a trainer yields: every new row as it is made, a resumed run's checkpointed rows first.
+# The consumer (the runner) may add columns to a new row before it asks for the next one (its
+# memory columns); the trainer's checkpoints keep the rows as they are then.
+Row = Union[dict[str, Any], Resumed]
+Training = Generator[Row, None, "Outcome"]
+
+
 @dataclasses.dataclass
 class RunContext:
-    """One run: a task at one seed, its prepared data, and the runner's hooks.
+    """One run as a trainer sees it: its plan (`tff_rec.plan`), its record folder (checkpoints),
+    the partition store's folder, and the model selection; `data` and `evaluate` (the plan's
+    evaluation protocol: evaluate(score_fn, stage, round), with `with_ranks=True` also the
+    `evaluation.Ranks`) are set from the plan."""
 
-    evaluate(score_fn, stage, round) returns the ranking metrics on validation or test users
-    (with `with_ranks=True`, also their `evaluation.Ranks`).
-    report(row, resumed=False) records a per-round metrics row and updates the progress bar;
-    resumed rows come from a checkpoint and are not trained again.
-    """
-
-    task: TaskSpec
-    seed: int
-    data: PreparedData
+    plan: RunPlan
     run_dir: Path
     cache_dir: Path
-    evaluate: Callable[[ScoreFn, str, int], dict[str, float]]
-    report: Callable[..., None]
-    completed_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     selection: Optional[Selection] = None  # default: `Selection.for_task(task)`
+    data: PreparedData = dataclasses.field(init=False)
+    evaluate: Callable[..., Any] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
+        self.data = self.plan.data.get()
+        self.evaluate = self.plan.evaluation.evaluator(self.plan.task, self.data)
         if self.selection is None:
             self.selection = Selection.for_task(self.task)
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.plan.task
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
 
     def validation_columns(self, score_fn: ScoreFn, round_number: int,
                            model: Optional[tf.keras.Model] = None) -> dict[str, float]:
@@ -127,21 +145,12 @@ class RunContext:
 
 @dataclasses.dataclass
 class Outcome:
-    """What training produced: the final scorer and extra summary fields (privacy, partition)."""
+    """What training produced: the final scorer, the model it scores with, extra summary fields."""
 
     score_fn: ScoreFn
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The Keras model score_fn scores with, at its final weights (None: no model, popularity);
     # the runner saves its weights and sets the selected round's to evaluate the test users.
     model: Optional[tf.keras.Model] = None
-    privacy: Optional[dict[str, Any]] = None
-    partition: Optional[dict[str, Any]] = None
 
 
-def initial_model(context: RunContext) -> tf.keras.Model:
-    """The run's Keras model at its seeded initial weights (the same for every algorithm)."""
-    section = context.task["model"]
-    return models.build_model(
-        section["name"], context.data.num_items,
-        seed=seeds.derive(context.seed, "init") + section["seed_offset"], **section["params"],
-    )

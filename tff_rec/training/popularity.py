@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tff_rec.training.context import Outcome, RunContext
+from tff_rec.training.context import Outcome, RunContext, Training
 
 
-def train_popularity(context: RunContext) -> Outcome:
-    """No training: scores are item counts over all training prefixes."""
+def train_popularity(context: RunContext) -> Training:
+    """No training: scores are item counts over all training prefixes; yields one row (its
+    validation)."""
     scores = context.data.item_popularity.astype(np.float32)
 
     def score_fn(inputs: np.ndarray) -> np.ndarray:
@@ -17,5 +18,5 @@ def train_popularity(context: RunContext) -> Outcome:
 
     row = {"round": 0}
     row.update(context.validation_columns(score_fn, 0))
-    context.report(row)
+    yield row
     return Outcome(score_fn=score_fn)
