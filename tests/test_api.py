@@ -22,8 +22,11 @@ def test_run_load_compare_and_reload_the_model(tmp_path):
     path.write_text(TASK)
     task = api.load_task(path, {"algorithm.rounds": 3})
     assert task["algorithm"]["rounds"] == 3
+    planned = api.plan(task, seed=1)  # what the run will draw, before it trains
     out = tmp_path / "results"
     made = api.run(task, seed=1, out=out)
+    rows = record.read_csv(made.path / record.METRICS)
+    assert [row["clients"] for row in rows] == planned.sampler.sizes(3)
     assert not made.skipped and made.path == record.run_dir(out, task.hash, 1)
     assert api.run(task, seed=1, out=out).skipped  # a complete record is reused, as by the CLI
     runs = api.load_results(out / task.name)  # the manifest the run was listed in

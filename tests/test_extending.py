@@ -95,3 +95,43 @@ def test_the_task_runs_with_the_plugins_and_their_accountant(setup):
     assert privacy["epsilon"] == pytest.approx(8.0, rel=1e-6)
     assert privacy["epsilon_by_round"][0] == pytest.approx(zcdp_epsilon(noise, 1, privacy["delta"]))
     assert 0 <= summary["test"]["ndcg@10"] <= 1
+
+
+NOMINAL = {"privacy.noise_cohort_size": 100, "privacy.population": 10_000, "algorithm.rounds": 2}
+
+
+def test_the_mechanism_declares_a_nominal_cohort_as_privacy_epsilon_accounts_it(setup):
+    """The page's mechanism declares `nominal_cohort`: its task with privacy.noise_cohort_size and
+    privacy.population validates and runs; the run's calibrated noise and ε are those `privacy
+    calibrate|epsilon --noise-cohort-size` compute for it (through the commands' own helpers: the
+    parser's --mechanism lists the built-ins only), and its query adds the noise scaled by
+    C / C_nom."""
+    folder, env, task = setup
+    out = folder / "nominal"
+    settings = [arg for key, value in NOMINAL.items() for arg in ("--set", f"{key}={value}")]
+    done = subprocess.run([sys.executable, "-m", "tff_rec.cli", "run", str(task), "--out", str(out),
+                           "--progress", "none", *settings], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    privacy = json.loads((next(out.glob("runs/*/seed-0")) / "privacy.json").read_text())
+    simulated = privacy["simulated"]
+    assert (simulated["noise_cohort_size"], simulated["population"]) == (100, 10_000)
+    noise = privacy["params"]["noise_multiplier"]
+    assert simulated["aggregator_noise_multiplier"] == pytest.approx(noise * 4 / 100)
+    commands = _python(
+        "import argparse, json\nfrom tff_rec import cli\nfrom tff_rec.privacy import mechanisms\n"
+        "args = argparse.Namespace(population=10000, clients_per_round=4, noise_cohort_size=100, "
+        "rounds=2, delta=None, sampling='fixed', mechanism='gaussian_zcdp')\n"
+        "common = cli._privacy_common(args)\nanalysis = cli._analysis(args.mechanism)\n"
+        "noise, _ = analysis.calibrate(target_epsilon=8.0, accountant='rdp', **common)\n"
+        "epsilon, _ = analysis.final(noise_multiplier=noise, accountant='rdp', **common)\n"
+        "state = mechanisms.initial_query_state('gaussian_zcdp', clients_per_round=4, noise_seed=0,"
+        " noise_cohort_size=100, clip=1.0, noise_multiplier=noise)\n"
+        "print(json.dumps({'noise': noise, 'epsilon': epsilon, 'delta': common['delta'],"
+        " 'stddev': float(state.numerator_state.stddev)}))", env)
+    assert privacy["params"]["noise_multiplier"] == commands["noise"]
+    assert privacy["epsilon"] == commands["epsilon"] == pytest.approx(8.0, rel=1e-6)
+    assert privacy["delta"] == commands["delta"]
+    # zCDP has no amplification: the nominal setting's ε is the plain composition over 2 rounds
+    assert privacy["epsilon"] == pytest.approx(zcdp_epsilon(noise, 2, privacy["delta"]), rel=1e-9)
+    assert commands["stddev"] == pytest.approx(1.0 * noise * 4 / 100)

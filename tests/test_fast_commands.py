@@ -135,3 +135,75 @@ def test_building_a_model_still_imports_tensorflow():
         assert models.training_loss(model).__class__.__name__ == "MaskedNextItemLoss"
     """
     assert "tensorflow" in heavy_modules_after(code)
+
+
+# What each privacy command needs of dp-accounting and scipy, and what it must not load: the
+# PLD library (scipy.signal, scipy.stats) only where a PLD accountant runs, scipy.optimize only
+# where a noise multiplier is calibrated, and never the task loader (`tff_rec.spec`) or pandas.
+PRIVACY_IMPORTS = {
+    "privacy epsilon": {
+        "needs": ["dp_accounting.pld", "dp_accounting.rdp"],
+        "avoids": ["dp_accounting.mechanism_calibration", "pandas", "tff_rec.spec"]},
+    "privacy epsilon --mechanism tree": {
+        "needs": ["dp_accounting.rdp"],
+        "avoids": ["dp_accounting.pld", "dp_accounting.mechanism_calibration", "pandas",
+                   "scipy.optimize", "scipy.signal", "scipy.stats", "tff_rec.spec"]},
+    "privacy calibrate": {
+        "needs": ["dp_accounting.mechanism_calibration", "dp_accounting.rdp"],
+        "avoids": ["dp_accounting.pld", "pandas", "scipy.signal", "scipy.stats", "tff_rec.spec"]},
+}
+
+
+def modules_after(code: str, names: list[str]) -> list[str]:
+    """Run `code` in a new interpreter (cwd: the repository); which of `names` it imported."""
+    script = textwrap.dedent(code) + textwrap.dedent(f"""
+        import json as _json, sys as _sys
+        print("LOADED=" + _json.dumps(sorted(m for m in {names!r} if m in _sys.modules)))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = [text for text in result.stdout.splitlines() if text.startswith("LOADED=")][-1]
+    return json.loads(line[len("LOADED="):])
+
+
+@pytest.mark.parametrize("command", sorted(PRIVACY_IMPORTS))
+def test_privacy_commands_load_only_the_accountants_they_use(command):
+    """dp-accounting's package `__init__` imports every accountant; `accounting` defers it, so an
+    RDP-only command (calibrate, DP-FTRL) loads neither the PLD library nor scipy.stats, and no
+    privacy command loads the task loader or pandas. The needed modules are checked too, so a
+    command that stopped computing would not pass."""
+    argv = ["privacy", "epsilon", "--noise-multiplier", "2", "--population", "1000",
+            "--clients-per-round", "5", "--rounds", "100"]
+    if command == "privacy epsilon --mechanism tree":
+        argv += ["--mechanism", "tree", "--sampling", "shuffle"]
+    elif command == "privacy calibrate":
+        argv = ["privacy", "calibrate", "--target-epsilon", "3", *argv[4:]]
+    expected = PRIVACY_IMPORTS[command]
+    code = f"""
+        from tff_rec import cli
+        assert cli.main({argv!r}) == 0
+        import dp_accounting
+        assert "__getattr__" in vars(dp_accounting)  # its __init__ never ran
+    """
+    loaded = modules_after(code, [*expected["needs"], *expected["avoids"]])
+    assert loaded == sorted(expected["needs"])
+
+
+def test_the_deferred_dp_accounting_is_complete_when_read():
+    """Whoever reads a name dp-accounting's `__init__` defines (tensorflow-privacy does) gets the
+    complete package, with the same classes the accounting module already used."""
+    code = """
+        from tff_rec.privacy import accounting
+        result = accounting.epsilon(noise_multiplier=1.0, population=1000, clients_per_round=10,
+                                    rounds=5, delta=1e-5)
+        import dp_accounting
+        from dp_accounting import GaussianDpEvent, calibrate_dp_mechanism
+        assert "__getattr__" not in vars(dp_accounting)
+        assert GaussianDpEvent is accounting.events.GaussianDpEvent
+        assert dp_accounting.rdp.RdpAccountant is accounting._rdp().RdpAccountant
+        assert dp_accounting.pld.PLDAccountant is accounting._pld().PLDAccountant
+        assert callable(calibrate_dp_mechanism) and result.epsilon > 0
+    """
+    assert modules_after(code, ["dp_accounting.mechanism_calibration", "dp_accounting.pld"]) == [
+        "dp_accounting.mechanism_calibration", "dp_accounting.pld"]

@@ -7,6 +7,7 @@ their hashes and records; a run with them is marked as simulated.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rec import checks, cli, runtime, spec
-from tff_rec.privacy import accounting, mechanisms, nominal
+from tff_rec.privacy import accounting, mechanism_registry, mechanisms, nominal
 from tff_rec.privacy.planning import plan_privacy
 
 DIM = 20_000
@@ -184,6 +185,44 @@ def test_wrong_claims_are_spec_errors_naming_the_key(privacy, key, words):
     message = str(error.value)
     assert message.startswith("bad.toml: ") and f"'{key}'" in message
     assert words.replace("a integer", "an integer") in message or words in message
+
+
+def _registered(monkeypatch, name: str, **declaration) -> mechanism_registry.Mechanism:
+    """A mechanism registered in this process as a plugin's would be: the gaussian's parameters,
+    builder and analysis, with the nominal-cohort declaration left at its default unless given."""
+    gaussian = mechanism_registry.MECHANISMS["gaussian"]
+    fields = {field.name: getattr(gaussian, field.name) for field in dataclasses.fields(gaussian)
+              if not field.name.startswith("nominal_")}
+    entry = mechanism_registry.Mechanism(**{**fields, "name": name, **declaration})
+    monkeypatch.setitem(mechanism_registry.MECHANISMS, name, entry)
+    return entry
+
+
+def test_a_mechanism_takes_a_nominal_cohort_only_when_it_declares_it(monkeypatch):
+    """`Mechanism.nominal_cohort` decides, not a list of names: an entry that declares it is
+    accepted and listed among the allowed mechanisms; one that does not is refused by the task
+    and by the aggregator builder, saying its scaling is not derived."""
+    _registered(monkeypatch, "declared_gaussian", nominal_cohort=True)
+    _registered(monkeypatch, "undeclared_gaussian")  # the default: refused
+    raw = {"algorithm": {"clients_per_round": 10, "rounds": 3},
+           "privacy": {"mechanism": "declared_gaussian", "noise_multiplier": 1.0,
+                       "noise_cohort_size": 100, "population": 1000}}
+    task = spec.resolve_task(raw, source="declared.toml")
+    assert task["privacy"]["noise_cohort_size"] == 100
+    raw["privacy"]["mechanism"] = "undeclared_gaussian"
+    with pytest.raises(spec.SpecError) as error:
+        spec.resolve_task(raw, source="undeclared.toml")
+    message = str(error.value)
+    assert "key 'privacy.noise_cohort_size'" in message and "'undeclared_gaussian'" in message
+    assert "the scaling of its noise to a nominal cohort is not derived" in message
+    allowed = message.split("Allowed: privacy.mechanism = ")[1].rstrip(".").split(" | ")
+    assert allowed == ["gaussian", "adaptive", "tree", "declared_gaussian"]
+    with pytest.raises(ValueError, match="not derived.*declared_gaussian"):
+        mechanisms.build_aggregator("undeclared_gaussian", clients_per_round=4, noise_seed=0,
+                                    clip=1.0, noise_multiplier=1.0, noise_cohort_size=400)
+    state = mechanisms.initial_query_state("declared_gaussian", clients_per_round=4, noise_seed=0,
+                                           clip=1.0, noise_multiplier=2.0, noise_cohort_size=400)
+    assert float(state.numerator_state.stddev) == pytest.approx(2.0 * 4 / 400)
 
 
 def test_tree_needs_a_single_nominal_pass():

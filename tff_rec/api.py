@@ -3,6 +3,7 @@
     from tff_rec import api
 
     task = api.load_task("task.toml", {"privacy.target_epsilon": 4.0})   # validated TaskSpec
+    plan = api.plan(task, seed=0)          # resolved: clients, cohorts, calibrated noise, ε ledger
     result = api.run(task, seed=0, out="results")                        # record in result.path
     api.run_study("tasks/quickstart.toml", out="results", jobs=2)
     runs = api.load_results(["results/quickstart"])                      # one row per record
@@ -27,6 +28,7 @@ silence(verbose=os.environ.get("TFF_REC_VERBOSE") == "1")
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tff_rec.plan import RunPlan
     from tff_rec.runner import RunResult
     from tff_rec.spec import StudySpec, TaskSpec
 
@@ -46,6 +48,16 @@ def load_study(path: PathLike, overrides: Optional[Mapping[str, Any]] = None) ->
     from tff_rec import spec
 
     return spec.load_study(Path(path), dict(overrides or {}) or None)
+
+
+def plan(task: Union["TaskSpec", PathLike], seed: int = 0, *, partition: bool = False) -> "RunPlan":
+    """The run plan of a task at a seed (`tff_rec.plan`): the prepared data, the partition, the
+    cohort sampler, the privacy plan (calibrated noise, ε after every round), the model and the
+    evaluation users — what a run will train, resolved without training. Picklable."""
+    from tff_rec import plan as run_plan
+
+    task = task if not isinstance(task, (str, Path)) else load_task(task)
+    return run_plan.resolve(task, seed, partition=partition)
 
 
 def run(task: Union["TaskSpec", PathLike], seed: int = 0, out: PathLike = DEFAULT_OUT, *,

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 from tff_rec import threads
 from tff_rec.data.errors import DataError
 from tff_rec.quiet import silence
-from tff_rec.spec import SpecError
+from tff_rec.errors import SpecError  # not tff_rec.spec: fast commands need not load it
 from tff_rec.stale import warning as stale_warning
 
 DEFAULT_OUT = Path("results")
@@ -531,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--format", choices=FORMATS, default="markdown")
     _progress_arguments(study)
     study.add_argument("--dry-run", action="store_true",
-                       help="list every run (label, hash, seed, state) and the client updates planned")
+                       help="resolve every run's plan and list it (label, hash, seed, record state, the "
+                            "client updates its sampler draws, its final ε); writes nothing")
     study.add_argument("--retry-failed", action="store_true", help="run recorded failures again")
     study.add_argument("--rerun-stale", action="store_true",
                        help="re-make complete records made by other code than this (default: reuse them, with a warning)")

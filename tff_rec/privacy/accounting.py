@@ -32,15 +32,67 @@ typically tighter than RDP.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import math
+import sys
+import threading
+import types
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-import dp_accounting
-import numpy as np
-from dp_accounting.rdp import rdp_privacy_accountant
 
-NeighboringRelation = dp_accounting.NeighboringRelation
+def _deferred_package(name: str) -> types.ModuleType:
+    """The package `name`, its `__init__` run only when an attribute it defines is first read.
+
+    dp-accounting's `__init__` imports all of it: the PLD library (scipy.signal, scipy.stats) and
+    `mechanism_calibration` (scipy.optimize), about 1 s of CPU where bytecode is not cached, even
+    for an RDP-only command. Deferred, `import dp_accounting.rdp` loads the RDP accountant alone
+    (numpy, scipy.special) and each submodule loads when used (`_rdp`, `_pld`, `_calibration`).
+    Reading a name the `__init__` defines (`dp_accounting.GaussianDpEvent`, as tensorflow-privacy
+    does) runs it in this same module object, so every importer ends up with the complete package.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    module = importlib.util.module_from_spec(spec)
+    lock = threading.Lock()
+
+    def __getattr__(attribute: str) -> Any:  # PEP 562: only names the module does not have yet
+        if importlib.machinery.PathFinder.find_spec(attribute, module.__path__) is not None:
+            raise AttributeError(attribute)  # a submodule: `from name import it` imports it
+        with lock:
+            if module.__dict__.get("__getattr__") is __getattr__:
+                del module.__dict__["__getattr__"]
+                spec.loader.exec_module(module)
+        return getattr(module, attribute)
+
+    module.__getattr__ = __getattr__
+    sys.modules[name] = module
+    return module
+
+
+_deferred_package("dp_accounting")
+from dp_accounting import dp_event as events  # noqa: E402  (attrs only, no scipy)
+from dp_accounting import privacy_accountant  # noqa: E402
+
+NeighboringRelation = privacy_accountant.NeighboringRelation
+
+
+def _rdp() -> types.ModuleType:
+    """dp-accounting's RDP accountant module (numpy, scipy.special)."""
+    return importlib.import_module("dp_accounting.rdp.rdp_privacy_accountant")
+
+
+def _pld() -> types.ModuleType:
+    """dp-accounting's PLD accountant module (scipy.signal, scipy.stats, scipy.fft)."""
+    return importlib.import_module("dp_accounting.pld.pld_privacy_accountant")
+
+
+def _calibration() -> types.ModuleType:
+    """dp-accounting's `calibrate_dp_mechanism` (scipy.optimize)."""
+    return importlib.import_module("dp_accounting.mechanism_calibration")
 
 # Calibration tolerance on the noise multiplier (absolute).
 CALIBRATION_TOLERANCE = 1e-4
@@ -70,23 +122,23 @@ class SamplingScheme:
     name: str
     description: str
     neighboring_relation: NeighboringRelation
-    round_event: Callable[[float, int, int], dp_accounting.DpEvent]
+    round_event: Callable[[float, int, int], events.DpEvent]
 
 
 def _poisson_round(
     noise_multiplier: float, population: int, clients_per_round: int
-) -> dp_accounting.DpEvent:
-    return dp_accounting.PoissonSampledDpEvent(
-        clients_per_round / population, dp_accounting.GaussianDpEvent(noise_multiplier)
+) -> events.DpEvent:
+    return events.PoissonSampledDpEvent(
+        clients_per_round / population, events.GaussianDpEvent(noise_multiplier)
     )
 
 
 def _fixed_round(
     noise_multiplier: float, population: int, clients_per_round: int
-) -> dp_accounting.DpEvent:
+) -> events.DpEvent:
     # z / 2: replace-one sensitivity of a sum of C-clipped updates is 2C (module docstring).
-    return dp_accounting.SampledWithoutReplacementDpEvent(
-        population, clients_per_round, dp_accounting.GaussianDpEvent(noise_multiplier / 2)
+    return events.SampledWithoutReplacementDpEvent(
+        population, clients_per_round, events.GaussianDpEvent(noise_multiplier / 2)
     )
 
 
@@ -117,24 +169,25 @@ SAMPLINGS: dict[str, SamplingScheme] = {
 # ---------------------------------------------------------------- accountants
 
 
-Ledger = Callable[[dp_accounting.DpEvent, NeighboringRelation, int, float], list[float]]
+Ledger = Callable[[events.DpEvent, NeighboringRelation, int, float], list[float]]
 
 
 def _rdp_ledger(
-    round_event: dp_accounting.DpEvent, relation: NeighboringRelation, rounds: int, delta: float
+    round_event: events.DpEvent, relation: NeighboringRelation, rounds: int, delta: float
 ) -> list[float]:
     """ε after rounds 1..T: RDP composes additively, so round t's curve is t × one round's."""
-    one_round = rdp_privacy_accountant.RdpAccountant(neighboring_relation=relation)
+    rdp_module = _rdp()
+    one_round = rdp_module.RdpAccountant(neighboring_relation=relation)
     one_round.compose(round_event)
     orders, rdp = one_round.orders, one_round.rdp
     return [
-        float(rdp_privacy_accountant.compute_epsilon(orders, t * rdp, delta)[0])
+        float(rdp_module.compute_epsilon(orders, t * rdp, delta)[0])
         for t in range(1, rounds + 1)
     ]
 
 
 def _pld_ledger(
-    round_event: dp_accounting.DpEvent, relation: NeighboringRelation, rounds: int, delta: float
+    round_event: events.DpEvent, relation: NeighboringRelation, rounds: int, delta: float
 ) -> list[float]:
     """ε after rounds 1..T, composing one round's PLD T times (each an FFT convolution).
 
@@ -171,16 +224,16 @@ class Accountant:
 
     name: str
     description: str
-    make: Callable[[NeighboringRelation], dp_accounting.PrivacyAccountant]
+    make: Callable[[NeighboringRelation], privacy_accountant.PrivacyAccountant]
     ledger: Ledger
 
 
-def _make_rdp(relation: NeighboringRelation) -> dp_accounting.PrivacyAccountant:
-    return rdp_privacy_accountant.RdpAccountant(neighboring_relation=relation)
+def _make_rdp(relation: NeighboringRelation) -> privacy_accountant.PrivacyAccountant:
+    return _rdp().RdpAccountant(neighboring_relation=relation)
 
 
-def _make_pld(relation: NeighboringRelation) -> dp_accounting.PrivacyAccountant:
-    return dp_accounting.pld.PLDAccountant(
+def _make_pld(relation: NeighboringRelation) -> privacy_accountant.PrivacyAccountant:
+    return _pld().PLDAccountant(
         relation, value_discretization_interval=PLD_DISCRETIZATION
     )
 
@@ -242,12 +295,20 @@ class EpsilonResult:
         return record
 
 
+def _numpy_types(*names: str) -> tuple[type, ...]:
+    """numpy's scalar types `names` if numpy is loaded (a value cannot be one otherwise): the
+    checks below need not import numpy."""
+    numpy = sys.modules.get("numpy")
+    return tuple(getattr(numpy, name) for name in names) if numpy is not None else ()
+
+
 def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return isinstance(value, (int, *_numpy_types("integer"))) and not isinstance(value, bool)
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return (isinstance(value, (int, float, *_numpy_types("integer", "floating")))
+            and not isinstance(value, bool))
 
 
 def _check_cohort(population, clients_per_round, rounds) -> None:
@@ -300,14 +361,14 @@ def _check_noise_multiplier(noise_multiplier) -> None:
 
 
 def _unsupported_reason(
-    scheme: SamplingScheme, accountant: Accountant, event: dp_accounting.DpEvent
+    scheme: SamplingScheme, accountant: Accountant, event: events.DpEvent
 ) -> Optional[str]:
     """None if `accountant` can analyse `event`, else dp-accounting's reason, with context."""
     if accountant.make(scheme.neighboring_relation).supports(event):
         return None
     try:
         accountant.make(scheme.neighboring_relation).compose(event)
-    except dp_accounting.UnsupportedEventError as error:
+    except privacy_accountant.UnsupportedEventError as error:
         detail = str(error)
     else:  # pragma: no cover - supports() and compose() disagree
         detail = "supports() returned False"
@@ -324,12 +385,12 @@ def dp_event(
     clients_per_round: int,
     rounds: int,
     sampling: str = "poisson",
-) -> dp_accounting.DpEvent:
+) -> events.DpEvent:
     """The `DpEvent` of `rounds` rounds (a `SelfComposedDpEvent` of one round's event)."""
     _check_cohort(population, clients_per_round, rounds)
     scheme = _lookup_sampling(sampling)
     _check_noise_multiplier(noise_multiplier)
-    return dp_accounting.SelfComposedDpEvent(
+    return events.SelfComposedDpEvent(
         scheme.round_event(float(noise_multiplier), population, clients_per_round), rounds
     )
 
@@ -458,25 +519,64 @@ def calibrate_noise_multiplier(
     if not _is_real(tolerance) or not tolerance > 0:
         raise ValueError(f"tolerance must be positive. Found {tolerance!r}.")
 
-    def make_event(z: float) -> dp_accounting.DpEvent:
+    def make_event(z: float) -> events.DpEvent:
         one_round = scheme.round_event(z, population, clients_per_round)
-        return dp_accounting.SelfComposedDpEvent(one_round, rounds)
+        return events.SelfComposedDpEvent(one_round, rounds)
 
     reason = _unsupported_reason(scheme, chosen, make_event(1.0))
     if reason is not None:
         raise UnsupportedAccountingError(reason)
 
+    return _calibrate(lambda: chosen.make(scheme.neighboring_relation), make_event,
+                      target_epsilon, delta, tolerance)
+
+
+class _RememberingAccountant:
+    """The fresh accountant `calibrate_dp_mechanism` asks for, answering ε from a shared cache.
+
+    The bracket search, Brent's method (which starts at the bracket's ends) and the final checks
+    evaluate several noise multipliers more than once; each evaluation is a full RDP or PLD
+    composition. The same event gives the same ε, so the calibrated z is unchanged.
+    """
+
+    def __init__(self, epsilon_of: Callable[[events.DpEvent, float], float]) -> None:
+        self._epsilon_of = epsilon_of
+        self._event: Optional[events.DpEvent] = None
+
+    @property
+    def ledger(self) -> events.DpEvent:
+        return events.NoOpDpEvent() if self._event is None else self._event
+
+    def compose(self, event: events.DpEvent, count: int = 1) -> "_RememberingAccountant":
+        if self._event is not None or count != 1:  # pragma: no cover - not how calibration calls it
+            raise NotImplementedError("one event, composed once, per fresh accountant")
+        self._event = event
+        return self
+
+    def get_epsilon(self, target_delta: float) -> float:
+        return self._epsilon_of(self._event, target_delta)
+
+
+def _calibrate(make_accountant: Callable[[], privacy_accountant.PrivacyAccountant],
+               make_event: Callable[[float], events.DpEvent], target_epsilon: float,
+               delta: float, tolerance: float) -> tuple[float, float]:
+    """(z, ε(z)): dp-accounting's `calibrate_dp_mechanism` in the bracket `_bracket` finds, every
+    ε computed once (`_RememberingAccountant`)."""
+    known: dict[tuple[events.DpEvent, float], float] = {}
+
+    def epsilon_of(event: events.DpEvent, target_delta: float) -> float:
+        if (event, target_delta) not in known:
+            known[event, target_delta] = make_accountant().compose(event).get_epsilon(target_delta)
+        return known[event, target_delta]
+
     def eps(z: float) -> float:
-        return chosen.make(scheme.neighboring_relation).compose(make_event(z)).get_epsilon(delta)
+        return epsilon_of(make_event(z), delta)
 
     low, high = _bracket(eps, target_epsilon)
-    z = dp_accounting.calibrate_dp_mechanism(
-        lambda: chosen.make(scheme.neighboring_relation),
-        make_event,
-        target_epsilon,
-        delta,
-        bracket_interval=dp_accounting.ExplicitBracketInterval(low, high),
-        tol=tolerance,
+    calibration = _calibration()
+    z = calibration.calibrate_dp_mechanism(
+        lambda: _RememberingAccountant(epsilon_of), make_event, target_epsilon, delta,
+        bracket_interval=calibration.ExplicitBracketInterval(low, high), tol=tolerance,
     )
     return float(z), float(eps(z))
 
@@ -543,10 +643,10 @@ def tree_epsilon_ledger(*, noise_multiplier: float, population: int, clients_per
         return [math.inf] * rounds, "noise multiplier 0: ε is infinite"
     ledger: list[Optional[float]] = []
     for steps in range(1, rounds + 1):
-        rdp = rdp_privacy_accountant.RdpAccountant(
+        rdp = _rdp().RdpAccountant(
             neighboring_relation=NeighboringRelation.REPLACE_SPECIAL
         )
-        rdp.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(float(noise_multiplier), steps))
+        rdp.compose(events.SingleEpochTreeAggregationDpEvent(float(noise_multiplier), steps))
         ledger.append(float(rdp.get_epsilon(delta)))
     return ledger, None
 
@@ -564,23 +664,15 @@ def calibrate_tree_noise_multiplier(*, target_epsilon: float, population: int,
             f"dp-accounting analyses tree aggregation with RDP only (not {accountant})"
         )
 
-    def make_accountant() -> dp_accounting.PrivacyAccountant:
-        return rdp_privacy_accountant.RdpAccountant(
+    def make_accountant() -> privacy_accountant.PrivacyAccountant:
+        return _rdp().RdpAccountant(
             neighboring_relation=NeighboringRelation.REPLACE_SPECIAL
         )
 
-    def make_event(z: float) -> dp_accounting.DpEvent:
-        return dp_accounting.SingleEpochTreeAggregationDpEvent(z, rounds)
+    def make_event(z: float) -> events.DpEvent:
+        return events.SingleEpochTreeAggregationDpEvent(z, rounds)
 
-    def eps(z: float) -> float:
-        return make_accountant().compose(make_event(z)).get_epsilon(delta)
-
-    low, high = _bracket(eps, target_epsilon)
-    z = dp_accounting.calibrate_dp_mechanism(
-        make_accountant, make_event, target_epsilon, delta,
-        bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=tolerance,
-    )
-    return float(z), float(eps(z))
+    return _calibrate(make_accountant, make_event, target_epsilon, delta, tolerance)
 
 
 # ---------------------------------------------------------------- analyses: ε for a mechanism

@@ -16,6 +16,9 @@ from tff_rec.lazy import Ref
 from tff_rec.privacy.params import NONNEGATIVE, POSITIVE, UNIT_INTERVAL, Param, Range, validate
 
 MAX_NOISE_SEED = 2**63 - 1  # stateless seeds are int64
+# Why a mechanism refuses privacy.noise_cohort_size unless it declares otherwise (`nominal.py`).
+NOMINAL_NOT_DERIVED = "the scaling of its noise to a nominal cohort is not derived"
+NO_NOISE_TO_SCALE = "it adds no noise, so there is no noise to calibrate for a nominal cohort"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class Mechanism:
         `query_builder(*, clients_per_round, noise_seed, **validated_params) -> DPQuery`. Such a query keeps its noise seed, clip, noise and
         denominator only in its global state, so one built learning process serves every seed
         and parameter of the mechanism: `aggregator.with_query_state` swaps the run's state in.
+      nominal_cohort: its builder (`query_builder` or `builder`) takes `noise_cohort_size=C_nom`
+        and scales its noise so that the average of the clients_per_round clients carries the
+        noise of a C_nom cohort's round (`nominal.py` derives it for the built-ins): tasks may then
+        set `privacy.noise_cohort_size` / `privacy.population`, and ε is accounted for C_nom.
+      nominal_refusal: why the mechanism refuses those keys when `nominal_cohort` is False (shown
+        in the task's error).
     """
 
     name: str
@@ -54,6 +63,8 @@ class Mechanism:
     noise_sets_epsilon: bool = False
     builder: Optional[Callable[..., Any]] = None  # → Aggregator (mechanisms.py)
     query_builder: Optional[Callable[..., Any]] = None  # → tfp.DPQuery
+    nominal_cohort: bool = False
+    nominal_refusal: str = NOMINAL_NOT_DERIVED
 
     def build(self, **arguments: Any) -> Any:
         """The aggregator: `builder`'s, or the query in a `QueryAggregatorFactory`."""
@@ -171,6 +182,7 @@ MECHANISMS: dict[str, Mechanism] = {
             builder=Ref("tff_rec.privacy.mechanisms:_build_none"),
             accounted_noise_multiplier=lambda params: None,
             accounting_note="not differentially private",
+            nominal_refusal=NO_NOISE_TO_SCALE,
         ),
         Mechanism(
             name="clip",
@@ -180,6 +192,7 @@ MECHANISMS: dict[str, Mechanism] = {
             query_builder=Ref("tff_rec.privacy.mechanisms:_clip_query"),
             accounted_noise_multiplier=lambda params: 0.0,
             accounting_note="noise multiplier 0: epsilon is infinite",
+            nominal_refusal=NO_NOISE_TO_SCALE,
         ),
         Mechanism(
             name="gaussian",
@@ -192,6 +205,7 @@ MECHANISMS: dict[str, Mechanism] = {
             accounted_noise_multiplier=lambda params: params["noise_multiplier"],
             accounting_note="sampled Gaussian mechanism with noise_multiplier per round",
             noise_sets_epsilon=True,
+            nominal_cohort=True,
         ),
         Mechanism(
             name="adaptive",
@@ -211,6 +225,7 @@ MECHANISMS: dict[str, Mechanism] = {
                 "count together)"
             ),
             noise_sets_epsilon=True,
+            nominal_cohort=True,
         ),
         Mechanism(
             name="tree",
@@ -228,6 +243,7 @@ MECHANISMS: dict[str, Mechanism] = {
             ),
             analysis="tree",
             noise_sets_epsilon=True,
+            nominal_cohort=True,
         ),
         Mechanism(
             name="ddp",
@@ -248,6 +264,11 @@ MECHANISMS: dict[str, Mechanism] = {
                 "from noisy counts; dp-accounting has no event for this mechanism (and the "
                 "rounding inflates the sensitivity beyond the clip), so no ε is claimed"
             ),
+            nominal_refusal=(
+                "its noise is drawn by each client (Skellam shares in a secure modular sum whose "
+                "bits, scaling and rounding are set for the clients that take part), so it cannot "
+                "be rescaled to a nominal cohort's; its ε is not accounted either"
+            ),
         ),
     )
 }
@@ -262,6 +283,21 @@ def get_mechanism(name: str) -> Mechanism:
     except (KeyError, TypeError):
         allowed = ", ".join(sorted(MECHANISMS))
         raise ValueError(f"privacy.mechanism must be one of {allowed}. Found {name!r}.") from None
+
+
+def nominal_mechanisms() -> list[str]:
+    """The registered mechanisms (built-ins, and plugins loaded so far) that declare
+    `nominal_cohort`: the allowed values of privacy.mechanism with privacy.noise_cohort_size."""
+    return [name for name, mechanism in MECHANISMS.items() if mechanism.nominal_cohort]
+
+
+def nominal_refusal(name: str) -> Optional[str]:
+    """None if mechanism `name` takes a nominal cohort, else why not (unknown: not derived)."""
+    try:
+        mechanism = get_mechanism(name)
+    except ValueError:
+        return NOMINAL_NOT_DERIVED
+    return None if mechanism.nominal_cohort else mechanism.nominal_refusal
 
 
 def validate_params(mechanism: str, params: Mapping[str, Any]) -> dict:

@@ -36,7 +36,7 @@ import tensorflow_privacy as tfp
 
 from tff_rec.privacy.mechanism_registry import (  # noqa: F401  (MECHANISMS, validate_params: re-exported)
     MAX_NOISE_SEED, MECHANISMS, _is_int, adaptive_noise_split, get_mechanism, noise_scale,
-    validate_params,
+    nominal_mechanisms, nominal_refusal, validate_params,
 )
 from tff_rec.privacy.params import validate
 from tff_rec.privacy.queries import SeededGaussianSumQuery, SeededQuantileAdaptiveClipSumQuery
@@ -202,11 +202,12 @@ def _nominal_argument(mechanism: str, noise_cohort_size: Optional[int]) -> dict:
     """{'noise_cohort_size': C_nom} for a mechanism that can take it, {} without one."""
     if noise_cohort_size is None:
         return {}
-    from tff_rec.privacy import nominal
-
-    if mechanism not in nominal.NOMINAL_MECHANISMS:
-        why = nominal.REFUSED.get(mechanism, "its noise scaling is not derived")
-        raise ValueError(f"privacy.noise_cohort_size cannot be used with {mechanism!r}: {why}.")
+    why = nominal_refusal(mechanism)  # the mechanism's declaration (`Mechanism.nominal_cohort`)
+    if why is not None:
+        raise ValueError(
+            f"privacy.noise_cohort_size cannot be used with {mechanism!r}: {why}. Allowed: "
+            f"privacy.mechanism = {' | '.join(nominal_mechanisms())}."
+        )
     return {"noise_cohort_size": noise_cohort_size}
 
 
@@ -252,7 +253,8 @@ def build_aggregator(
       noise_seed: seed of the DP noise (derived from the task seed by the caller). The noise of
         round r is a function of (noise_seed, r) only: fresh every round, identical across reruns.
       noise_cohort_size: the nominal cohort C_nom whose noise the average gets (`nominal.py`;
-        gaussian, adaptive and tree only); None: the noise of `clients_per_round` clients.
+        mechanisms that declare `nominal_cohort` only: gaussian, adaptive, tree and such
+        plugins); None: the noise of `clients_per_round` clients.
       **params: the mechanism's parameters (see `MECHANISMS[mechanism].params`); missing ones take
         their defaults.
 

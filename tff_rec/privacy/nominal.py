@@ -35,7 +35,12 @@ sampler are those of the simulated run. The same holds, term by term, for
             but the single-pass condition must hold for the nominal setting:
             rounds × C_nom ≤ population.
 
-Refused (the claim "the noise a C_nom cohort gets" would be wrong or empty):
+Which mechanisms take a nominal cohort is declared by each registry entry
+(`mechanism_registry.Mechanism.nominal_cohort`, with `nominal_refusal` saying why not), so a
+plugin mechanism whose builder scales its noise by C / C_nom (and takes `noise_cohort_size`) can
+declare it too; the default is refused, "the scaling of its noise to a nominal cohort is not
+derived". The built-ins gaussian, adaptive and tree declare it (above). Refused (the claim "the
+noise a C_nom cohort gets" would be wrong or empty):
   none, clip  no noise to calibrate.
   ddp         its noise is drawn by each client (Skellam shares of a secure modular sum whose bit
               width, scaling and rounding are set for the clients that actually take part), so the
@@ -66,17 +71,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-# Mechanisms whose noise on the average can be set to a nominal cohort's by scaling z (docstring).
-NOMINAL_MECHANISMS = ("gaussian", "adaptive", "tree")
-REFUSED = {
-    "none": "it adds no noise, so there is no noise to calibrate for a nominal cohort",
-    "clip": "it adds no noise, so there is no noise to calibrate for a nominal cohort",
-    "ddp": (
-        "its noise is drawn by each client (Skellam shares in a secure modular sum whose bits, "
-        "scaling and rounding are set for the clients that take part), so it cannot be rescaled "
-        "to a nominal cohort's; its ε is not accounted either"
-    ),
-}
+from tff_rec.privacy.mechanism_registry import nominal_mechanisms, nominal_refusal
+
 KEYS = ("noise_cohort_size", "population")
 
 
@@ -152,11 +148,11 @@ def check_task(privacy: Mapping[str, Any], algorithm: Mapping[str, Any]) -> None
     mechanism = privacy["mechanism"]
     cohort_size, population = privacy.get("noise_cohort_size"), privacy.get("population")
     key = "noise_cohort_size" if cohort_size is not None else "population"
-    if mechanism in REFUSED or mechanism not in NOMINAL_MECHANISMS:
-        why = REFUSED.get(mechanism, "the scaling of its noise to a nominal cohort is not derived")
+    why = nominal_refusal(mechanism)
+    if why is not None:
         raise NominalError(key, (
             f"key 'privacy.{key}' cannot be used with privacy.mechanism = {mechanism!r}: {why}. "
-            f"Allowed: privacy.mechanism = {' | '.join(NOMINAL_MECHANISMS)}."))
+            f"Allowed: privacy.mechanism = {' | '.join(nominal_mechanisms())}."))
     clients = algorithm["clients_per_round"]
     if cohort_size is not None and cohort_size < clients:
         raise NominalError("noise_cohort_size", (
