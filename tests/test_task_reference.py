@@ -13,6 +13,7 @@ from tff_rec.data.sources import SOURCES
 from tff_rec.models.registry import MODELS
 from tff_rec.partition.schemes import SCHEMES
 from tff_rec.privacy.mechanism_registry import MECHANISMS
+from tff_rec.sampling import SAMPLERS
 from tff_rec.spec import SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ def test_the_reference_lists_every_key_and_every_registry_entry_with_its_help():
         assert f"### [{section}]" in text
         for key, field in fields.items():
             assert f"| `{key}` | " in text and field.doc.split("|")[0].strip() in text
-    for registry in (SOURCES, SCHEMES, MODELS, ALGORITHMS, MECHANISMS, METHODS):
+    for registry in (SOURCES, SCHEMES, MODELS, ALGORITHMS, SAMPLERS, MECHANISMS, METHODS):
         for name in registry:
             assert f"| `{name}` | " in text, name
     for scheme in SCHEMES.values():  # every partition and synthetic-data key has its help

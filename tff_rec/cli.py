@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 from tff_rec import threads
 from tff_rec.data.errors import DataError
 from tff_rec.quiet import silence
+from tff_rec.sampling import SAMPLERS
 from tff_rec.errors import SpecError  # not tff_rec.spec: fast commands need not load it
 from tff_rec.stale import warning as stale_warning
 
@@ -463,7 +464,7 @@ def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
                         required=True, help=f"at most {MAX_PRIVACY_ROUNDS} ({MAX_TREE_ROUNDS} for tree)")
     parser.add_argument("--delta", type=_number(0, 1, low_open=True, high_open=True), default=None,
                         help="in (0, 1); default: from the population")
-    parser.add_argument("--sampling", choices=("poisson", "fixed", "shuffle"), default="poisson",
+    parser.add_argument("--sampling", choices=tuple(SAMPLERS), default="poisson",
                         help="how clients are sampled (tree: shuffle, each client at most once)")
     parser.add_argument("--noise-cohort-size", type=_integer(1), default=None,
                         help="nominal cohort C_nom (privacy.noise_cohort_size): ε for C_nom of "

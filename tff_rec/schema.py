@@ -1,9 +1,10 @@
 """The task-file reference, generated from the declarations (`tff-rec tasks schema`).
 
 Every fixed key of `spec.SCHEMA` with its default and help, then every registry entry a task can
-name (datasets, partitioners, models, algorithms, DP mechanisms, uplink aggregators — installed
-plugins included) with the keys it adds to its section. Read from the light halves of the
-registries (ARCHITECTURE.md, Registries and plugins): no TensorFlow is imported.
+name (datasets, partitioners, models, algorithms, client samplers, DP mechanisms, uplink
+aggregators — installed plugins included) with the keys it adds to its section. Read from the
+light halves of the registries (ARCHITECTURE.md, Registries and plugins): no TensorFlow is
+imported.
 """
 from __future__ import annotations
 
@@ -101,9 +102,16 @@ def _aggregators() -> list[str]:
         (f"`{name}`", method.description, _params(method.params)) for name, method in METHODS.items()))
 
 
+def _samplers() -> list[str]:
+    from tff_rec.sampling import SAMPLERS
+
+    return _table(("`algorithm.sampling`", "which clients train in a round (C: clients_per_round, "
+                   "N: clients)"), ((f"`{name}`", sampler.help) for name, sampler in SAMPLERS.items()))
+
+
 REGISTRIES = {
     "Datasets": _datasets, "Partitioners": _partitioners, "Models": _models,
-    "Federated algorithms": _algorithms, "DP mechanisms": _mechanisms,
+    "Federated algorithms": _algorithms, "Client samplers": _samplers, "DP mechanisms": _mechanisms,
     "Uplink aggregators": _aggregators,
 }
 

@@ -22,6 +22,7 @@ except ImportError:  # Python < 3.11
 
 from tff_rec import algorithm_registry, grid
 from tff_rec.errors import SpecError
+from tff_rec.sampling import SAMPLERS
 
 SPEC_VERSION = 1
 
@@ -170,8 +171,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "rounds": Field(INT, 20, positive_at_most(MAX_ROUNDS, ROUNDS_WHY)),
         "clients_per_round": Field(INT, 32, positive),
         "sampling": Field(
-            STR, "fixed", one_of("fixed", "poisson", "shuffle"),
-            "client sampling: fixed-size without replacement | Poisson | shuffled passes",
+            STR, "fixed", one_of(*SAMPLERS),
+            "client sampling: " + "; ".join(f"{s.name}: {s.help}" for s in SAMPLERS.values()),
         ),
     },
     "algorithm.client": {

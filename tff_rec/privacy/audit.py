@@ -245,7 +245,7 @@ def play(mechanism: str, params: Mapping[str, Any], *, population: int, clients_
     state, total, sizes = process.initialize(), np.zeros(m), []
     for round_number in range(1, rounds + 1):
         values = []
-        for slot in SAMPLERS[sampling](population, seed, round_number, clients_per_round):
+        for slot in SAMPLERS[sampling].draw(population, seed, round_number, clients_per_round):
             weight = 1.0
             if slot < m:
                 if coins[slot]:
