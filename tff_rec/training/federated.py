@@ -233,7 +233,7 @@ def train_federated(context: RunContext) -> Outcome:
     # Rounds at a few fixed cardinalities: the TFF worker keeps an executor per cohort size.
     run_next = cardinality.padded_next(process, cohort_sizes(
         len(client_ids), context.seed, algorithm["rounds"], algorithm["clients_per_round"],
-        algorithm["sampling"]))
+        algorithm["sampling"]), task["run"]["subcohort_size"])
     keras_model = initial_model(context)
     state = processes.initial_state(
         process, task, plan, context.seed, tff.learning.models.ModelWeights.from_model(keras_model)

@@ -1,0 +1,158 @@
+"""Rounds aggregated in sub-cohorts (`[run] subcohort_size`, `training.subcohort`).
+
+The learning processes are the runner's (`processes.taking_arrays` around `algorithms.build_process`)
+on the tiny SASRec of `test_cardinality` and its in-memory clients. A round split into sub-cohorts
+must give the unsplit round's state and metrics up to the rounding of the split sums, for FedAvg
+and for Gaussian DP-FedAvg (noise multiplier 1, clip 1: noise added per sub-cohort instead of once
+would move the model far beyond the tolerance), and run every sub-cohort at one CLIENTS
+cardinality.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+
+from test_cardinality import CLIENT, ITEMS, MAX_LEN, cardinalities_seen, clients, leaves
+from tff_rec import algorithms, composing, models, runtime, spec
+from tff_rec.privacy import mechanisms
+from tff_rec.spec import SpecError
+from tff_rec.training import cardinality, processes, subcohort
+
+# k partial sums merged instead of one fold over the clients: float32 rounding differs in the
+# last bits (as across workers, tests/test_workers.py).
+RTOL = 1e-4
+ROUNDS = 2
+# The server's SGD (the task-file default): Adam would turn the rounding noise of a coordinate whose
+# update is ~0 into a step of ± its learning rate (m / √v), which no tolerance on the sums covers.
+SERVER = {"optimizer": "sgd", "learning_rate": 1.0, "momentum": 0.0}
+
+
+def model_fn() -> tff.learning.models.VariableModel:
+    """The tiny SASRec without dropout and with the full softmax: its dropout masks and sampled
+    negatives are seeded by a hash of the hidden states, so a last-bit difference in the weights
+    would draw other masks and negatives, and the runs would part beyond any rounding tolerance."""
+    keras = models.build_model("sasrec", ITEMS, seed=0, max_len=MAX_LEN, embedding_dim=8,
+                               num_blocks=1, num_heads=1, dropout=0.0)
+    return tff.learning.models.from_keras_model(
+        keras, loss=models.MaskedNextItemLoss(), input_spec=models.batch_spec(MAX_LEN))
+
+
+@functools.cache
+def build(mechanism=None, **privacy):
+    """The runner's learning process (FedAvg, or DP-FedAvg with `mechanism`) taking arrays; built
+    once per configuration, as the runner does (`processes.get`)."""
+    aggregator = None
+    if mechanism is not None:
+        aggregator = mechanisms.build_aggregator(mechanism, clients_per_round=6, noise_seed=5, **privacy)
+    return processes.taking_arrays(algorithms.build_process(algorithms.FederatedSetup(
+        model_fn=model_fn, client=CLIENT, server=SERVER, aggregator=aggregator)), MAX_LEN)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tff_runtime():
+    runtime.configure()
+    yield
+    runtime.stop_workers()
+
+
+def assert_close(a, b) -> None:
+    left, right = leaves(a), leaves(b)
+    assert len(left) == len(right)
+    for x, y in zip(left, right):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        if np.issubdtype(x.dtype, np.floating):
+            np.testing.assert_allclose(x, y, rtol=RTOL, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+def test_sub_cohorts_are_as_many_as_needed_and_of_one_size():
+    assert [subcohort.parts(n, 1000) for n in (1, 1000, 1001, 5000)] == [1, 1, 2, 5]
+    assert subcohort.equal_total(5000, 1000) == 5000  # 5 × 1,000: no padding
+    assert subcohort.equal_total(5001, 1000) == 5004  # 6 × 834
+    assert subcohort.equal_total(7, 3) == 9 and subcohort.equal_total(6, 3) == 6
+
+
+@pytest.mark.parametrize("config, cohort", [
+    ({}, 7),  # FedAvg weighted by examples; 7 clients: 3 × 3 with 2 masked padding clients
+    ({"mechanism": "gaussian", "clip": 1.0, "noise_multiplier": 1.0}, 6),  # DP-FedAvg; 2 × 3
+], ids=["fedavg_padded", "dp_gaussian_exact"])
+def test_a_round_in_sub_cohorts_equals_the_unsplit_round(config, cohort):
+    process = build(**config)
+    split = cardinality.padded_next(process, [cohort], subcohort_size=3)
+    everyone = clients()
+    state = split_state = process.initialize()
+    seen, restore = cardinalities_seen()
+    split_cardinalities = set()
+    try:
+        for round_number in range(ROUNDS):
+            members = everyone[round_number:round_number + cohort]
+            unsplit = process.next(state, members)
+            seen.clear()
+            result = split(split_state, members)
+            split_cardinalities.update(seen)
+            seen.clear()
+            assert type(result.state) is type(unsplit.state)
+            assert_close(unsplit.state, result.state)
+            assert_close(unsplit.metrics, result.metrics)
+            state, split_state = unsplit.state, result.state
+    finally:
+        restore()
+    # every sub-cohort at one cardinality (merge and the server step run without clients)
+    assert split_cardinalities - {0, None} == {3}
+    # the split changed the order of the sums, not what was summed; the loss saw every client
+    assert float(result.metrics["client_work"]["train"]["num_examples"]) == sum(
+        len(member[0]) for member in members)
+
+
+def test_a_cohort_within_one_sub_cohort_runs_unsplit():
+    process = build()
+    members = clients()[:4]
+    state = process.initialize()
+    whole = process.next(state, members)
+    seen, restore = cardinalities_seen()
+    try:
+        result = cardinality.padded_next(process, [4], subcohort_size=4)(state, members)
+    finally:
+        restore()
+    assert seen == [4]
+    for x, y in zip(leaves(whole.state), leaves(result.state)):
+        assert x.tobytes() == y.tobytes()  # the same computation: bit for bit
+
+
+def test_sub_cohorts_are_refused_with_remote_workers():
+    before = context_stack_impl.context_stack.current
+    context = composing.ComposingContext([composing.RemoteWorker("localhost:1")])  # never connected
+    context_stack_impl.context_stack.set_default_context(context)
+    try:
+        with pytest.raises(SpecError, match=r"\[run\] subcohort_size.*--workers"):
+            cardinality.padded_next(build(), [6], subcohort_size=3)
+    finally:
+        context_stack_impl.context_stack.set_default_context(before)
+        context.close()
+
+
+@pytest.mark.parametrize("value, fragment", [(-1, "must be >= 0"), ("big", "integer"), (2.5, "integer")])
+def test_bad_sizes_name_the_file_and_key(tmp_path, value, fragment):
+    path = tmp_path / "task.toml"
+    path.write_text(f"[run]\nsubcohort_size = {value!r}\n".replace("'", '"'))
+    with pytest.raises(SpecError) as error:
+        spec.load_task(path)
+    message = str(error.value)
+    for expected in ("task.toml", "run.subcohort_size", fragment):
+        assert expected in message, message
+
+
+def test_the_size_is_hashed_when_set_and_only_then(tmp_path):
+    path = tmp_path / "task.toml"
+    path.write_text("[data]\ndataset = 'synthetic'\n")
+    plain = spec.load_task(path)
+    assert plain["run"]["subcohort_size"] == 0
+    assert spec.load_task(path, {"run.subcohort_size": 0}).hash == plain.hash
+    split = spec.load_task(path, {"run.subcohort_size": 1000})
+    assert split.hash != plain.hash
+    assert split.hash != spec.load_task(path, {"run.subcohort_size": 500}).hash
