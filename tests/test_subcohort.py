@@ -156,3 +156,17 @@ def test_the_size_is_hashed_when_set_and_only_then(tmp_path):
     split = spec.load_task(path, {"run.subcohort_size": 1000})
     assert split.hash != plain.hash
     assert split.hash != spec.load_task(path, {"run.subcohort_size": 500}).hash
+
+
+def test_a_round_tff_cannot_split_is_refused_with_the_reason():
+    @tff.tensorflow.computation(np.float32, np.float32)
+    def add(x, y):
+        return x + y
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def two_levels(x):  # the second sum needs the first one's result at every client
+        total = tff.federated_broadcast(tff.federated_sum(x))
+        return tff.federated_sum(tff.federated_map(add, tff.federated_zip((x, total))))
+
+    with pytest.raises(SpecError, match=r"\[run\] subcohort_size: .*cannot be split.*aggregat"):
+        subcohort.invoke_in_parts(two_levels, ([1.0, 2.0, 3.0],), 2)

@@ -128,7 +128,9 @@ def padded_next(process: tff.learning.templates.LearningProcess,
     of its number of sub-cohorts (one worker executor stack for all of them)."""
     cardinalities = plan(sizes, MOST, SETTLED_BY)
     if subcohort_size:
-        subcohort.check_context()  # before round 1
+        subcohort.check_context()  # before round 1, as is a round TFF cannot split
+        if max(cardinalities.values(), default=0) > subcohort_size:
+            subcohort.mergeable_form(process.next)
         return _split_next(process, cardinalities, subcohort_size)
     if all(c == n for n, c in cardinalities.items()):
         return process.next

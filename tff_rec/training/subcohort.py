@@ -55,17 +55,23 @@ def check_context() -> None:
                          "already aggregates its slice of the cohort); leave one of them out")
 
 
+def mergeable_form(comp):
+    """`comp` in TFF's mergeable form (compiled once per computation); SpecError with TFF's reason
+    if it cannot be split at one aggregation."""
+    try:
+        return _FORMS.compile(comp)
+    except (ValueError, TypeError) as error:  # TFF's compiler: dependent aggregations and the like
+        raise SpecError(
+            f"[run] subcohort_size: a round of this task cannot be split at one aggregation "
+            f"({type(error).__name__}: {error}); leave the key out") from error
+
+
 def invoke_in_parts(comp, args: tuple, k: int) -> Any:
     """`comp(*args)` with its clients-placed arguments cut into `k` consecutive sub-cohorts (equal
     sizes, or as near as they go), run in turn on the installed context and merged in order."""
     check_context()
     context = context_stack_impl.context_stack.current
-    try:
-        form = _FORMS.compile(comp)
-    except (ValueError, TypeError) as error:  # TFF's compiler: dependent aggregations and the like
-        raise composing.Unsplittable(
-            f"[run] subcohort_size: a round of this task cannot be split at one aggregation "
-            f"({type(error).__name__}: {error}); leave the key out") from error
+    form = mergeable_form(comp)
     parameter = form.up_to_merge.type_signature.parameter
     slices = mergeable._split_value_into_subrounds(structure.Struct.unnamed(*args), parameter, k)
     merged = None
