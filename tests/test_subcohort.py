@@ -1,24 +1,25 @@
 """Rounds aggregated in sub-cohorts (`[run] subcohort_size`, `training.subcohort`).
 
 The learning processes are the runner's (`processes.taking_arrays` around `algorithms.build_process`)
-on the tiny SASRec of `test_cardinality` and its in-memory clients. A round split into sub-cohorts
-must give the unsplit round's state and metrics up to the rounding of the split sums, for FedAvg
-and for Gaussian DP-FedAvg (noise multiplier 1, clip 1: noise added per sub-cohort instead of once
-would move the model far beyond the tolerance), and run every sub-cohort at one CLIENTS
-cardinality.
+on the tiny SASRec of `test_cardinality` and its in-memory clients, and the runner on the tiny task
+of `test_end_to_end`. A round split into sub-cohorts must give the unsplit round's state, metrics
+and ε up to the rounding of the split sums, for FedAvg and for Gaussian DP-FedAvg, and run every
+sub-cohort at one CLIENTS cardinality.
 """
 from __future__ import annotations
 
 import functools
+import json
+import math
 
 import numpy as np
 import pytest
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
+from test_end_to_end import metric_rows, task_text
 from test_cardinality import CLIENT, ITEMS, MAX_LEN, cardinalities_seen, clients, leaves
-from tff_rec import algorithms, composing, models, runtime, spec
-from tff_rec.privacy import mechanisms
+from tff_rec import algorithms, cli, composing, models, record, runtime, spec
 from tff_rec.spec import SpecError
 from tff_rec.training import cardinality, processes, subcohort
 
@@ -42,21 +43,10 @@ def model_fn() -> tff.learning.models.VariableModel:
 
 
 @functools.cache
-def build(mechanism=None, **privacy):
-    """The runner's learning process (FedAvg, or DP-FedAvg with `mechanism`) taking arrays; built
-    once per configuration, as the runner does (`processes.get`)."""
-    aggregator = None
-    if mechanism is not None:
-        aggregator = mechanisms.build_aggregator(mechanism, clients_per_round=6, noise_seed=5, **privacy)
+def build():
+    """The runner's FedAvg learning process taking arrays; built once, as the runner does."""
     return processes.taking_arrays(algorithms.build_process(algorithms.FederatedSetup(
-        model_fn=model_fn, client=CLIENT, server=SERVER, aggregator=aggregator)), MAX_LEN)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tff_runtime():
-    runtime.configure()
-    yield
-    runtime.stop_workers()
+        model_fn=model_fn, client=CLIENT, server=SERVER, aggregator=None)), MAX_LEN)
 
 
 def assert_close(a, b) -> None:
@@ -77,12 +67,11 @@ def test_sub_cohorts_are_as_many_as_needed_and_of_one_size():
     assert subcohort.equal_total(7, 3) == 9 and subcohort.equal_total(6, 3) == 6
 
 
-@pytest.mark.parametrize("config, cohort", [
-    ({}, 7),  # FedAvg weighted by examples; 7 clients: 3 × 3 with 2 masked padding clients
-    ({"mechanism": "gaussian", "clip": 1.0, "noise_multiplier": 1.0}, 6),  # DP-FedAvg; 2 × 3
-], ids=["fedavg_padded", "dp_gaussian_exact"])
-def test_a_round_in_sub_cohorts_equals_the_unsplit_round(config, cohort):
-    process = build(**config)
+def test_a_fedavg_round_in_sub_cohorts_equals_the_unsplit_round():
+    """FedAvg weighted by examples, 6 clients a round as 2 sub-cohorts of 3 (Gaussian DP-FedAvg
+    and padding: `test_a_task_run_in_sub_cohorts_gives_the_unsplit_record_up_to_rounding`)."""
+    cohort = 6
+    process = build()
     split = cardinality.padded_next(process, [cohort], subcohort_size=3)
     everyone = clients()
     state = split_state = process.initialize()
@@ -170,3 +159,31 @@ def test_a_round_tff_cannot_split_is_refused_with_the_reason():
 
     with pytest.raises(SpecError, match=r"\[run\] subcohort_size: .*cannot be split.*aggregat"):
         subcohort.invoke_in_parts(two_levels, ([1.0, 2.0, 3.0],), 2)
+
+
+def test_a_task_run_in_sub_cohorts_gives_the_unsplit_record_up_to_rounding(tmp_path):
+    """The runner's path (`[run] subcohort_size`, `--set`): the tiny task of `test_end_to_end`
+    as Gaussian DP-FedAvg (noise multiplier 1, clip 1: noise added per sub-cohort instead of once
+    would move the model far beyond the tolerance), 10 clients a round: 3 sub-cohorts of 4, two of
+    them masked padding clients."""
+    task = tmp_path / "tiny.toml"
+    task.write_text(task_text(rounds="2"))
+    dp = ["--set", "privacy.mechanism=gaussian", "--set", "privacy.clip=1.0",
+          "--set", "privacy.noise_multiplier=1.0"]
+    runs = []
+    for label, extra in (("unsplit", []), ("split", ["--set", "run.subcohort_size=4"])):
+        assert cli.main(["run", str(task), "--out", str(tmp_path / label), "--no-progress", *dp, *extra]) == 0
+        [run] = (tmp_path / label).glob("runs/*/seed-0")
+        runs.append(run)
+    assert runs[0].parent.name != runs[1].parent.name  # hashed when set: a record of its own
+    unsplit, split = metric_rows(runs[0]), metric_rows(runs[1])
+    assert len(unsplit) == len(split) > 0
+    for a, b in zip(unsplit, split):
+        assert a.keys() == b.keys()
+        for key in a:
+            try:
+                assert math.isclose(float(a[key]), float(b[key]), rel_tol=RTOL, abs_tol=1e-7), (key, a, b)
+            except ValueError:
+                assert a[key] == b[key]
+    summaries = [json.loads((run / record.SUMMARY).read_text()) for run in runs]
+    assert summaries[0]["epsilon"] == summaries[1]["epsilon"]  # the same mechanism, noise once a round
