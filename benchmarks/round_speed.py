@@ -16,7 +16,11 @@ round, and DP's overhead as the median of its paired per-round ratios to the rou
 Not a test: nothing asserts a timing.
 
     uv run python benchmarks/round_speed.py [--cohorts 10 100 500] [--dims 32 64 128] [--max-len 50]
-        [--local-epochs 1] [--dp off gaussian adaptive] [--rounds 5] [--json]
+        [--local-epochs 1] [--dp off gaussian adaptive] [--subcohorts 0 1000] [--rounds 5] [--json]
+
+`--subcohorts`: each value S > 0 adds TFF rows whose rounds run in sub-cohorts of at most S clients
+(`[run] subcohort_size`, `training.cardinality.padded_next`), measured in the same rounds as the
+unsplit ones (0).
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ import tensorflow_federated as tff  # noqa: E402
 from tff_rec import algorithms, data, models, runtime, usage  # noqa: E402
 from tff_rec.partition.store import ArrayClientData  # noqa: E402
 from tff_rec.privacy import mechanisms  # noqa: E402
-from tff_rec.training import processes  # noqa: E402
+from tff_rec.training import cardinality, processes  # noqa: E402
 
 POPULATION = 500  # clients available (one synthetic user each, the natural partition)
 GENERATED_USERS = 520  # the k-core filter drops a few; the first POPULATION survivors are kept
@@ -232,6 +236,7 @@ class Row:
     cohort: int
     dim: int
     dp: str  # off | gaussian | adaptive
+    subcohort: int  # sub-cohort size of the TFF rounds; 0: unsplit
     tff_wall: float
     plain_wall: float
     tff_cpu: float
@@ -254,19 +259,24 @@ class Row:
         return self.tff_cpu / self.plain_cpu
 
 
-def run_group(built: dict[str, tff.learning.templates.LearningProcess], plain: PlainLoop,
-              clients: Clients, cohort_size: int, rounds: int, local_epochs: int) -> dict[str, dict[str, Any]]:
-    """Warm-up round plus `rounds` timed rounds of every DP setting in `built` and of the plain loop.
+def run_group(processes_by_dp: dict[str, tff.learning.templates.LearningProcess], plain: PlainLoop,
+              clients: Clients, cohort_size: int, rounds: int, local_epochs: int,
+              subcohorts: Sequence[int] = (0,)) -> dict[tuple[str, int], dict[str, Any]]:
+    """Warm-up round plus `rounds` timed rounds of every (DP setting, sub-cohort size) and of the
+    plain loop, keyed by (dp, sub-cohort size; 0: unsplit).
 
     Each round trains one cohort with every learning process (in an order rotated each round),
     then with the plain loop: all of a (cohort, d) group's measurements share one time window,
     so the machine's drift hits them alike. All start from the plain model's weights.
     """
     weights = tff.learning.models.ModelWeights.from_model(plain.model)
-    states = {dp: process.set_model_weights(process.initialize(), weights) for dp, process in built.items()}
-    times = {dp: {"tff_wall": [], "tff_cpu": []} for dp in built}
+    built = {(dp, sub): process for dp, process in processes_by_dp.items() for sub in subcohorts}
+    next_fns = {(dp, sub): cardinality.padded_next(process, [cohort_size], sub)
+                for (dp, sub), process in built.items()}
+    states = {key: process.set_model_weights(process.initialize(), weights) for key, process in built.items()}
+    times = {key: {"tff_wall": [], "tff_cpu": []} for key in built}
     plain_times: dict[str, list[float]] = {"plain_wall": [], "plain_cpu": []}
-    warmups: dict[str, float] = {}
+    warmups: dict[tuple[str, int], float] = {}
     diff = None
     order = list(built)
     reset_peaks()
@@ -276,7 +286,7 @@ def run_group(built: dict[str, tff.learning.templates.LearningProcess], plain: P
         arguments = processes.client_arguments(clients.client_data, cohort, CLIENT["batch_size"], local_epochs)
         shift = round_number % len(order)
         for dp in order[shift:] + order[:shift]:
-            states[dp], wall, cpu = measure(lambda: built[dp].next(states[dp], arguments).state)
+            states[dp], wall, cpu = measure(lambda: next_fns[dp](states[dp], arguments).state)
             if round_number == 0:
                 warmups[dp] = wall
             else:
@@ -288,8 +298,9 @@ def run_group(built: dict[str, tff.learning.templates.LearningProcess], plain: P
         driver_now, worker_now = peaks()  # VmHWM: a worker restarted under us would lose its own
         driver_peak, worker_peak = max(driver_peak, driver_now or 0.0), max(worker_peak, worker_now or 0.0)
         if round_number == 0:
-            if "off" in built:
-                tff_weights = built["off"].get_model_weights(states["off"]).trainable
+            if ("off", subcohorts[0]) in built:
+                off = ("off", subcohorts[0])
+                tff_weights = built[off].get_model_weights(states[off]).trainable
                 diff = max(float(np.max(np.abs(a - b.numpy())))
                            for a, b in zip(tff_weights, plain.global_weights))
             continue
@@ -299,14 +310,16 @@ def run_group(built: dict[str, tff.learning.templates.LearningProcess], plain: P
     results = {}
     for dp in built:
         overhead = None
-        if dp != "off" and "off" in built:  # paired: this round with DP against it without
+        off = ("off", dp[1])
+        if dp[0] != "off" and off in built:  # paired: this round with DP against it without
             overhead = statistics.median(
                 with_dp / without - 1
-                for with_dp, without in zip(times[dp]["tff_wall"], times["off"]["tff_wall"])
+                for with_dp, without in zip(times[dp]["tff_wall"], times[off]["tff_wall"])
             )
         results[dp] = dict(
             **{key: statistics.median(values) for key, values in times[dp].items()}, **plain_medians,
-            warmup_seconds=warmups[dp], max_weight_diff=diff if dp == "off" else None,
+            warmup_seconds=warmups[dp],
+            max_weight_diff=diff if dp == ("off", subcohorts[0]) else None,
             dp_overhead=overhead, tff_walls=times[dp]["tff_wall"], plain_walls=plain_times["plain_wall"],
             driver_peak_mb=driver_peak or None, worker_peak_mb=worker_peak or None,
         )
@@ -337,11 +350,14 @@ def run(args: argparse.Namespace) -> list[Row]:
                 group[dp] = built[key]
             model = models.build_model("sasrec", clients.num_items, seed=0,
                                        **model_params(dim, args.max_len))
-            results = run_group(group, PlainLoop(model), clients, cohort, args.rounds, args.local_epochs)
-            for dp, result in results.items():
-                row = Row(cohort=cohort, dim=dim, dp=dp, build_seconds=build_seconds[dp], **result)
+            results = run_group(group, PlainLoop(model), clients, cohort, args.rounds,
+                                args.local_epochs, args.subcohorts)
+            for (dp, sub), result in results.items():
+                first = sub == args.subcohorts[0]
+                row = Row(cohort=cohort, dim=dim, dp=dp, subcohort=sub,
+                          build_seconds=build_seconds[dp] if first else None, **result)
                 rows.append(row)
-                print(f"cohort {cohort:>3}  d {dim:>3}  DP {dp:<8}  "
+                print(f"cohort {cohort:>3}  d {dim:>3}  DP {dp:<8} sub-cohort {sub or '-':>5}  "
                       f"TFF {row.tff_wall:.3f} s  plain {row.plain_wall:.3f} s  "
                       f"ratio {row.wall_ratio:.2f}  peak RSS driver {row.driver_peak_mb} MB "
                       f"worker {row.worker_peak_mb} MB", file=sys.stderr, flush=True)
@@ -367,18 +383,18 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, Any]
         f"one user per client ({population_for(args.cohorts)} clients); medians of {args.rounds} "
         f"rounds after a warm-up round.",
         "",
-        "| cohort | d | DP | TFF s/round | plain s/round | wall ratio | TFF CPU s | plain CPU s "
+        "| cohort | d | DP | sub-cohort | TFF s/round | plain s/round | wall ratio | TFF CPU s | plain CPU s "
         "| CPU ratio | TFF ms/client | plain ms/client | DP overhead | build s | warm-up s | max \\|Δw\\| "
         "| driver peak MB | worker peak MB |",
-        "|---:|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         overhead = "–" if r.dp_overhead is None else f"{100 * r.dp_overhead:+.0f}%"
         headline = "**" if (r.cohort, r.dim) == HEADLINE and args.max_len == 50 else ""
         build = "reused" if r.build_seconds is None else f"{r.build_seconds:.1f}"
-        diff = "noise" if r.max_weight_diff is None else f"{r.max_weight_diff:.0e}"
+        diff = ("noise" if r.dp != "off" else "–") if r.max_weight_diff is None else f"{r.max_weight_diff:.0e}"
         lines.append(
-            f"| {r.cohort} | {r.dim} | {r.dp} | {r.tff_wall:.3f} | {r.plain_wall:.3f} "
+            f"| {r.cohort} | {r.dim} | {r.dp} | {r.subcohort or '–'} | {r.tff_wall:.3f} | {r.plain_wall:.3f} "
             f"| {headline}{r.wall_ratio:.2f}{headline} | {r.tff_cpu:.2f} | {r.plain_cpu:.2f} "
             f"| {r.cpu_ratio:.2f} | {1000 * r.tff_wall / r.cohort:.1f} | {1000 * r.plain_wall / r.cohort:.1f} "
             f"| {overhead} | {build} | {r.warmup_seconds:.1f} | {diff} "
@@ -411,6 +427,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dp", choices=["off", "gaussian", "adaptive"], nargs="+",
                         default=["off", "gaussian", "adaptive"],
                         help="aggregators: gaussian (clip 1, z 1), adaptive (z 0.5, initial clip 0.1)")
+    parser.add_argument("--subcohorts", type=int, nargs="+", default=[0],
+                        help="TFF rounds in sub-cohorts of at most S clients ([run] subcohort_size), "
+                             "one set of rows per value; 0: unsplit")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     args = parser.parse_args(argv)
@@ -418,6 +437,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         values = getattr(args, name)
         if min(values if isinstance(values, list) else [values]) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive. Found {values}.")
+    if min(args.subcohorts) < 0 or len(set(args.subcohorts)) < len(args.subcohorts):
+        parser.error(f"--subcohorts must be distinct sizes >= 0 (0: unsplit). Found {args.subcohorts}.")
     return args
 
 

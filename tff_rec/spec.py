@@ -286,6 +286,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "run": {
         "checkpoint_every": Field(INT, 5, positive, "checkpoint every N rounds (centralized: epochs); a re-run resumes from the last one"),
+        # Hashed when set: the split changes the order of a round's float sums, so the numbers
+        # differ in the last bits; at 0 (absent) it is left out, so existing tasks keep their hash.
+        "subcohort_size": Field(
+            INT, 0, non_negative,
+            "aggregate a federated round of more clients in sub-cohorts of at most this many, in "
+            "turn, on the one TFF worker (bounds its memory; DP noise still once per round); "
+            "0: unsplit. Sums split change the last bits of the numbers: hashed when set",
+            hashed_at_default=False,
+        ),
         "workers": Field(
             LIST, [], worker_addresses,
             "TFF worker services HOST:PORT (`tff-rec worker`) that each round's cohort is spread "

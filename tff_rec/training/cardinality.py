@@ -48,6 +48,8 @@ from tensorflow_federated.python.core.impl.context_stack import context_stack_im
 from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
 from tensorflow_federated.python.core.impl.types import computation_types, placements
 
+from tff_rec.training import subcohort
+
 MOST = 6  # cardinalities (worker executor stacks) a run uses at most
 # With the one of the computations without clients (CLIENTS = 0), they must fit in TFF's driver-side
 # cache of executors, or evicted ones would strand values on the worker again.
@@ -116,16 +118,23 @@ _MASKED: "weakref.WeakKeyDictionary[Any, Optional[computation_impl.ConcreteCompu
 
 
 def padded_next(process: tff.learning.templates.LearningProcess,
-                sizes: Sequence[int]) -> Callable[[Any, list], Any]:
+                sizes: Sequence[int], subcohort_size: int = 0) -> Callable[[Any, list], Any]:
     """`process.next` for a run whose rounds draw cohorts of `sizes`: `(state, arguments)` with one
     argument per client, run at the cardinality `plan(sizes)` gives, padded with empty clients.
-    `process.next` itself when every round has the same size, or if the round cannot be masked."""
+    `process.next` itself when every round has the same size, or if the round cannot be masked.
+
+    `subcohort_size` > 0: a round of more clients runs as sub-cohorts of at most that many, in turn
+    (`subcohort.invoke_in_parts`), all of one size: the cohort is padded to the nearest multiple
+    of its number of sub-cohorts (one worker executor stack for all of them)."""
     cardinalities = plan(sizes, MOST, SETTLED_BY)
+    if subcohort_size:
+        subcohort.check_context()  # before round 1, as is a round TFF cannot split
+        if max(cardinalities.values(), default=0) > subcohort_size:
+            subcohort.mergeable_form(process.next)
+        return _split_next(process, cardinalities, subcohort_size)
     if all(c == n for n, c in cardinalities.items()):
         return process.next
-    if process not in _MASKED:
-        _MASKED[process] = masked_next(process.next)
-    masked = _MASKED[process]
+    masked = _masked(process)
     if masked is None:
         return process.next
 
@@ -136,6 +145,36 @@ def padded_next(process: tff.learning.templates.LearningProcess,
             return process.next(state, arguments)
         padding = [_empty_like(arguments[0])] * (cardinality - real)
         return masked(state, list(arguments) + padding, [True] * real + [False] * len(padding))
+
+    return run
+
+
+def _masked(process: tff.learning.templates.LearningProcess) -> Optional[computation_impl.ConcreteComputation]:
+    """`masked_next(process.next)`, built once per process (None: the round cannot be masked)."""
+    if process not in _MASKED:
+        _MASKED[process] = masked_next(process.next)
+    return _MASKED[process]
+
+
+def _split_next(process: tff.learning.templates.LearningProcess, cardinalities: dict[int, int],
+                size: int) -> Callable[[Any, list], Any]:
+    """`padded_next` with rounds of more than `size` clients in sub-cohorts of one size each."""
+
+    def run(state: Any, arguments: list) -> Any:
+        real = len(arguments)
+        target = cardinalities.get(real, real)
+        k = subcohort.parts(target, size)
+        total = subcohort.equal_total(target, size)
+        masked = _masked(process) if total > real else None
+        if total > real and masked is not None:
+            padding = [_empty_like(arguments[0])] * (total - real)
+            args = (state, list(arguments) + padding, [True] * real + [False] * len(padding))
+            comp = masked
+        else:  # exact, or unmaskable: sub-cohorts as equal as they go, unpadded
+            args, comp = (state, arguments), process.next
+        if k == 1:
+            return comp(*args)
+        return subcohort.invoke_in_parts(comp, args, k)
 
     return run
 

@@ -103,7 +103,8 @@ def train_federated(context: RunContext) -> Training:
     runtime.check_splittable(process.next, task.source)  # --workers: refused before round 1
     read_aggregator = processes.aggregator_reader(privacy)
     # Rounds at a few fixed cardinalities: the TFF worker keeps an executor per cohort size.
-    run_next = cardinality.padded_next(process, plan.sampler.sizes(plan.rounds))
+    run_next = cardinality.padded_next(process, plan.sampler.sizes(plan.rounds),
+                                       task["run"]["subcohort_size"])
     keras_model = plan.model.build()
     state = processes.initial_state(
         process, task, privacy, context.seed, tff.learning.models.ModelWeights.from_model(keras_model)
