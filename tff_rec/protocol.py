@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from tff_rec import evaluation, seeds
+from tff_rec.evaluation import ScoreFn
 from tff_rec.prepare import PreparedData
 from tff_rec.spec import TaskSpec
-from tff_rec.training.context import ScoreFn
 
 EVALUATION_STAGES = {"validation": 0, "test": 1}
 

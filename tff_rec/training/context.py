@@ -8,13 +8,10 @@ from typing import Any, Callable, Generator, Optional, Union
 import numpy as np
 import tensorflow as tf
 
+from tff_rec.evaluation import ScoreFn
 from tff_rec.plan import RunPlan
 from tff_rec.prepare import PreparedData
 from tff_rec.spec import TaskSpec
-
-# A function from left-padded input sequences [n, max_len] to scores over items [n, num_items + 1].
-ScoreFn = Callable[[np.ndarray], np.ndarray]
-
 
 SELECTED_WEIGHTS = "best.npz"  # in a checkpoint folder: the best round's weights so far
 
