@@ -2,9 +2,10 @@
 
 The module starts a head node and a second node on this machine (`ray start` with a temp dir and
 free ports, one CPU each; the head on 127.0.0.1, which Ray 2.52 turns into the machine's own
-address, the second node on 127.0.0.2: every process and connection stays on this machine), runs a tiny two-variant, two-seed study on it
-and compares every record and the manifest with the local engine's; then kills the second node
-while it makes a run, and checks the run resumed on the head from its checkpoint. Every Ray
+address, the second node on 127.0.0.2: every process and connection stays on this machine), runs a
+tiny two-variant, one-seed study on it (one run per node), kills the second node while it makes
+its run, checks that the run resumed on the head from its checkpoint, and compares every record
+and the manifest with the local engine's. Every Ray
 process the tests start is killed by its pid at the end (not `ray stop`, which would stop every
 Ray on the machine), and no TFF worker is left behind.
 """
@@ -30,7 +31,7 @@ from test_end_to_end import metric_rows, summaries, tff_rec, write_study  # noqa
 from tff_rec import cli, record, runtime  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
-ROUNDS = 12  # a few seconds of rounds after the first: a window to kill a node mid-run
+ROUNDS = 8  # a few seconds of rounds after the first: a window to kill a node mid-run
 ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
@@ -177,12 +178,12 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The tiny task under two client learning rates (one learning process serves both), 2 seeds."""
+    """The tiny task under two client learning rates (one learning process serves both), one
+    seed: two runs, one for each node's CPU."""
     folder = tmp_path_factory.mktemp("ray-study")
     path = write_study(folder, "rs", {
         "fedavg": "", "fedavg lr 0.3": '"algorithm.client.learning_rate" = 0.3'}, rounds=ROUNDS)
-    text = path.read_text().replace("seeds = [0]", "seeds = [0, 1]")
-    path.write_text(text.replace("every = 2", "every = 4"))
+    path.write_text(path.read_text().replace("every = 2", "every = 4"))
     return path
 
 
@@ -197,7 +198,7 @@ def local_records(study):
 
 def _assert_same_records(out: Path, local: Path) -> dict:
     ray_runs, local_runs = summaries(out / "rs"), summaries(local / "rs")
-    assert len(ray_runs) == len(local_runs) == 4
+    assert len(ray_runs) == len(local_runs) == 2
     assert record.read_manifest(out / "rs") == record.read_manifest(local / "rs")
     for (label, seed), summary in ray_runs.items():
         expected = local_runs[label, seed]
@@ -271,7 +272,7 @@ def test_a_run_lost_with_its_node_resumes_elsewhere_from_its_checkpoint(cluster,
             driver.kill()
             driver.wait()
     assert driver.returncode == 0, stderr[-3000:]
-    assert "4 runs (0 already complete, 0 failed)" in stdout
+    assert "2 runs (0 already complete, 0 failed)" in stdout
     runs = _assert_same_records(out, local_records)
     for (label, seed), summary in runs.items():
         resumed = summary["resumed_from_round"]
@@ -282,7 +283,7 @@ def test_a_run_lost_with_its_node_resumes_elsewhere_from_its_checkpoint(cluster,
     _no_tff_worker_left(cluster)
     again = tff_rec("study", str(study), "--out", str(out), "--engine", "ray", "--address",
                     cluster.address, "--no-progress", env=ENVIRONMENT)
-    assert again.returncode == 0 and "4 runs (4 already complete, 0 failed)" in again.stdout
+    assert again.returncode == 0 and "2 runs (2 already complete, 0 failed)" in again.stdout
 
 
 def test_a_node_without_the_shared_out_refuses_the_run(tmp_path):
