@@ -23,15 +23,7 @@ TASK_FILES = sorted((ROOT / "tasks").rglob("*.toml"))
 
 def heavy_modules_after(code: str) -> list[str]:
     """Run `code` in a new interpreter (cwd: the repository); the heavy modules it imported."""
-    script = textwrap.dedent(code) + textwrap.dedent(f"""
-        import json as _json, sys as _sys
-        print("HEAVY=" + _json.dumps(sorted(m for m in {HEAVY!r} if m in _sys.modules)))
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    line = [text for text in result.stdout.splitlines() if text.startswith("HEAVY=")][-1]
-    return json.loads(line[len("HEAVY="):])
+    return modules_after(code, list(HEAVY))
 
 
 def test_the_task_files_exist():

@@ -19,6 +19,7 @@ from tensorflow_federated.python.core.impl.context_stack import context_stack_im
 
 from test_end_to_end import metric_rows, task_text
 from test_cardinality import CLIENT, ITEMS, MAX_LEN, cardinalities_seen, clients, leaves
+from test_workers import dependent_aggregations
 from tff_rec import algorithms, cli, composing, models, record, spec
 from tff_rec.spec import SpecError
 from tff_rec.training import cardinality, processes, subcohort
@@ -148,17 +149,8 @@ def test_the_size_is_hashed_when_set_and_only_then(tmp_path):
 
 
 def test_a_round_tff_cannot_split_is_refused_with_the_reason():
-    @tff.tensorflow.computation(np.float32, np.float32)
-    def add(x, y):
-        return x + y
-
-    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
-    def two_levels(x):  # the second sum needs the first one's result at every client
-        total = tff.federated_broadcast(tff.federated_sum(x))
-        return tff.federated_sum(tff.federated_map(add, tff.federated_zip((x, total))))
-
     with pytest.raises(SpecError, match=r"\[run\] subcohort_size: .*cannot be split.*aggregat"):
-        subcohort.invoke_in_parts(two_levels, ([1.0, 2.0, 3.0],), 2)
+        subcohort.invoke_in_parts(dependent_aggregations(), ([1.0, 2.0, 3.0],), 2)
 
 
 def test_a_task_run_in_sub_cohorts_gives_the_unsplit_record_up_to_rounding(tmp_path):

@@ -282,21 +282,30 @@ def test_a_worker_killed_mid_run_fails_the_run_naming_it_and_the_rerun_resumes(
 # ------------------------------------------------------------------ what cannot be split
 
 
-def test_a_round_with_dependent_aggregations_is_refused_with_the_reason(monkeypatch):
+def dependent_aggregations():
+    """A federated computation TFF's mergeable form cannot split: its second sum needs the
+    first one's result at every client."""
     import tensorflow_federated as tff
-
-    from tff_rec import composing
-    from tff_rec.spec import SpecError
 
     @tff.tensorflow.computation(np.float32, np.float32)
     def add(x, y):
         return x + y
 
     @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
-    def two_levels(x):  # the second sum needs the first one's result at every client
+    def two_levels(x):
         total = tff.federated_broadcast(tff.federated_sum(x))
         return tff.federated_sum(tff.federated_map(add, tff.federated_zip((x, total))))
 
+    return two_levels
+
+
+def test_a_round_with_dependent_aggregations_is_refused_with_the_reason(monkeypatch):
+    import tensorflow_federated as tff
+
+    from tff_rec import composing
+    from tff_rec.spec import SpecError
+
+    two_levels = dependent_aggregations()
     context = composing.ComposingContext([composing.RemoteWorker("127.0.0.1:1")])  # never called
     try:
         with pytest.raises(composing.Unsplittable, match="aggregat"):
