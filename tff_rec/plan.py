@@ -154,10 +154,9 @@ def resolve(task: TaskSpec, seed: int, partition: bool = False) -> RunPlan:
     federated = trainer == "federated"
     checks.check_split(task, prepared.split)
     clients = checks.build_partition(task, seed, prepared.split) if federated or partition else None
-    if federated:
-        checks.check_clients(task, clients)
     sampler = privacy = None
     if federated:
+        checks.check_clients(task, clients)
         algorithm = task["algorithm"]
         sampler = CohortSampler(algorithm["sampling"], clients.num_clients,
                                 algorithm["clients_per_round"], seed)
