@@ -119,8 +119,8 @@ def test_sub_cohorts_are_refused_with_remote_workers():
     context = composing.ComposingContext([composing.RemoteWorker("localhost:1")])  # never connected
     context_stack_impl.context_stack.set_default_context(context)
     try:
-        with pytest.raises(SpecError, match=r"\[run\] subcohort_size.*--workers"):
-            cardinality.padded_next(build(), [6], subcohort_size=3)
+        with pytest.raises(SpecError, match=r"^task\.toml: key 'run\.subcohort_size' \(3\) .*--workers"):
+            cardinality.padded_next(build(), [6], subcohort_size=3, source="task.toml")
     finally:
         context_stack_impl.context_stack.set_default_context(before)
         context.close()
@@ -149,8 +149,9 @@ def test_the_size_is_hashed_when_set_and_only_then(tmp_path):
 
 
 def test_a_round_tff_cannot_split_is_refused_with_the_reason():
-    with pytest.raises(SpecError, match=r"\[run\] subcohort_size: .*cannot be split.*aggregat"):
-        subcohort.invoke_in_parts(dependent_aggregations(), ([1.0, 2.0, 3.0],), 2)
+    with pytest.raises(SpecError, match=r"^task\.toml: key 'run\.subcohort_size' \(2\): "
+                                        r".*cannot be split.*aggregat"):
+        subcohort.invoke_in_parts(dependent_aggregations(), ([1.0, 2.0, 3.0],), 2, 2, "task.toml")
 
 
 def test_a_task_run_in_sub_cohorts_gives_the_unsplit_record_up_to_rounding(tmp_path):

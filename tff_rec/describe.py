@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from tff_rec import models, plan, seeds, spec
+from tff_rec import models, plan, spec
 from tff_rec.spec import TaskSpec
 
 
@@ -60,8 +60,8 @@ def describe(task: TaskSpec, seed: int) -> dict[str, Any]:
     clients = run.partition.num_clients
     calibrated = calibration(run)
     section = task["model"]
-    model = (run.model or plan.ModelPlan(section["name"], run.num_items, dict(section["params"]),
-                                         seeds.derive(seed, "init") + section["seed_offset"])).build()
+    # popularity trains no model; the task's [model] is still shown, built as a run would build it
+    model = (run.model or plan.model_plan(task, seed, run.num_items)).build()
     return {
         "task": task.name, "description": task.description, "hash": task.hash,
         "source": task.source, "seed": seed,

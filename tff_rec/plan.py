@@ -123,6 +123,13 @@ class RunPlan:
         return {**self.privacy.to_record(), "privacy_unit": self.partition.privacy_unit}
 
 
+def model_plan(task: TaskSpec, seed: int, num_items: int) -> ModelPlan:
+    """The task's `[model]` at task seed `seed` for a catalogue of `num_items` items."""
+    section = task["model"]
+    return ModelPlan(section["name"], num_items, dict(section["params"]),
+                     seeds.derive(seed, "init") + section["seed_offset"])
+
+
 def trainer_name(task: TaskSpec) -> str:
     """Which trainer runs the task: its algorithm's own (centralized, popularity), or the
     federated trainer for every federated algorithm (built in or a plugin's)."""
@@ -161,10 +168,7 @@ def resolve(task: TaskSpec, seed: int, partition: bool = False) -> RunPlan:
         sampler = CohortSampler(algorithm["sampling"], clients.num_clients,
                                 algorithm["clients_per_round"], seed)
         privacy = plan_privacy(task, clients.num_clients, seed)
-    section = task["model"]
-    model = None if trainer == "popularity" else ModelPlan(
-        section["name"], prepared.num_items, dict(section["params"]),
-        seeds.derive(seed, "init") + section["seed_offset"])
+    model = None if trainer == "popularity" else model_plan(task, seed, prepared.num_items)
     return RunPlan(
         task=task, seed=seed, data=data, trainer=trainer, rounds=planned_rounds(task),
         num_items=prepared.num_items, model=model, partition=clients, sampler=sampler,

@@ -118,20 +118,23 @@ _MASKED: "weakref.WeakKeyDictionary[Any, Optional[computation_impl.ConcreteCompu
 
 
 def padded_next(process: tff.learning.templates.LearningProcess,
-                sizes: Sequence[int], subcohort_size: int = 0) -> Callable[[Any, list], Any]:
+                sizes: Sequence[int], subcohort_size: int = 0,
+                source: str = "<memory>") -> Callable[[Any, list], Any]:
     """`process.next` for a run whose rounds draw cohorts of `sizes`: `(state, arguments)` with one
     argument per client, run at the cardinality `plan(sizes)` gives, padded with empty clients.
     `process.next` itself when every round has the same size, or if the round cannot be masked.
 
     `subcohort_size` > 0: a round of more clients runs as sub-cohorts of at most that many, in turn
     (`subcohort.invoke_in_parts`), all of one size: the cohort is padded to the nearest multiple
-    of its number of sub-cohorts (one worker executor stack for all of them)."""
+    of its number of sub-cohorts (one worker executor stack for all of them). Refusals name the
+    task file `source` and the key."""
     cardinalities = plan(sizes, MOST, SETTLED_BY)
     if subcohort_size:
-        subcohort.check_context()  # before round 1, as is a round TFF cannot split
+        # refused before round 1: with --workers, or a round TFF cannot split
+        subcohort.check_context(subcohort_size, source)
         if max(cardinalities.values(), default=0) > subcohort_size:
-            subcohort.mergeable_form(process.next)
-        return _split_next(process, cardinalities, subcohort_size)
+            subcohort.mergeable_form(process.next, subcohort_size, source)
+        return _split_next(process, cardinalities, subcohort_size, source)
     if all(c == n for n, c in cardinalities.items()):
         return process.next
     masked = _masked(process)
@@ -157,7 +160,7 @@ def _masked(process: tff.learning.templates.LearningProcess) -> Optional[computa
 
 
 def _split_next(process: tff.learning.templates.LearningProcess, cardinalities: dict[int, int],
-                size: int) -> Callable[[Any, list], Any]:
+                size: int, source: str) -> Callable[[Any, list], Any]:
     """`padded_next` with rounds of more than `size` clients in sub-cohorts of one size each."""
 
     def run(state: Any, arguments: list) -> Any:
@@ -174,7 +177,7 @@ def _split_next(process: tff.learning.templates.LearningProcess, cardinalities: 
             args, comp = (state, arguments), process.next
         if k == 1:
             return comp(*args)
-        return subcohort.invoke_in_parts(comp, args, k)
+        return subcohort.invoke_in_parts(comp, args, k, size, source)
 
     return run
 

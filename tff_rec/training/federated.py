@@ -104,7 +104,7 @@ def train_federated(context: RunContext) -> Training:
     read_aggregator = processes.aggregator_reader(privacy)
     # Rounds at a few fixed cardinalities: the TFF worker keeps an executor per cohort size.
     run_next = cardinality.padded_next(process, plan.sampler.sizes(plan.rounds),
-                                       task["run"]["subcohort_size"])
+                                       task["run"]["subcohort_size"], task.source)
     keras_model = plan.model.build()
     state = processes.initial_state(
         process, task, privacy, context.seed, tff.learning.models.ModelWeights.from_model(keras_model)

@@ -47,31 +47,33 @@ def equal_total(cohort: int, size: int) -> int:
     return k * -(-cohort // k)
 
 
-def check_context() -> None:
-    """SpecError if the installed context spreads rounds across workers (`--workers`): its
-    rounds are already split at the aggregation, and its context cannot run the parts."""
+def check_context(size: int, source: str) -> None:
+    """SpecError naming the task file `source` if the installed context spreads rounds across
+    workers (`--workers`): its rounds are already split at the aggregation, and its context
+    cannot run the parts."""
     if isinstance(context_stack_impl.context_stack.current, composing.ComposingContext):
-        raise SpecError("[run] subcohort_size cannot be combined with --workers (each worker "
-                         "already aggregates its slice of the cohort); leave one of them out")
+        raise SpecError(f"{source}: key 'run.subcohort_size' ({size}) cannot be combined with "
+                        f"--workers (each worker already aggregates its slice of the cohort); "
+                        f"leave one of them out")
 
 
-def mergeable_form(comp):
-    """`comp` in TFF's mergeable form (compiled once per computation); SpecError with TFF's reason
-    if it cannot be split at one aggregation."""
+def mergeable_form(comp, size: int, source: str):
+    """`comp` in TFF's mergeable form (compiled once per computation); SpecError naming the task
+    file `source`, with TFF's reason, if it cannot be split at one aggregation."""
     try:
         return _FORMS.compile(comp)
     except (ValueError, TypeError) as error:  # TFF's compiler: dependent aggregations and the like
         raise SpecError(
-            f"[run] subcohort_size: a round of this task cannot be split at one aggregation "
-            f"({type(error).__name__}: {error}); leave the key out") from error
+            f"{source}: key 'run.subcohort_size' ({size}): a round of this task cannot be split "
+            f"at one aggregation ({type(error).__name__}: {error}); leave the key out") from error
 
 
-def invoke_in_parts(comp, args: tuple, k: int) -> Any:
+def invoke_in_parts(comp, args: tuple, k: int, size: int, source: str) -> Any:
     """`comp(*args)` with its clients-placed arguments cut into `k` consecutive sub-cohorts (equal
     sizes, or as near as they go), run in turn on the installed context and merged in order."""
-    check_context()
+    check_context(size, source)
     context = context_stack_impl.context_stack.current
-    form = mergeable_form(comp)
+    form = mergeable_form(comp, size, source)
     parameter = form.up_to_merge.type_signature.parameter
     slices = mergeable._split_value_into_subrounds(structure.Struct.unnamed(*args), parameter, k)
     merged = None
