@@ -77,7 +77,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_validation_does_not_import_the_stages_it_validates():
-    """spec → registries → the TF-free declarations, never back to spec."""
+    """spec → rules → the TF-free declarations, never back to spec."""
     graph = import_graph()
-    assert "tff_rec.spec" not in graph["tff_rec.registries"]
+    assert "tff_rec.spec" not in graph["tff_rec.rules"]
     assert "tff_rec.spec" not in graph["tff_rec.errors"]

@@ -71,3 +71,37 @@ def test_tree_epsilon_refuses_a_second_pass_and_calibrates(capsys):
     check = run_json(capsys, "epsilon", *args, "--rounds", "10",
                      "--noise-multiplier", str(calibrated["noise_multiplier"]))
     assert check["epsilon"]["rdp"] == pytest.approx(calibrated["epsilon"], rel=1e-6)
+
+
+@pytest.mark.parametrize("mechanism", ["adaptive", "tree", "gaussian"])
+def test_every_noisy_mechanism_is_accounted_as_its_runs_account_it(capsys, mechanism):
+    """`--mechanism` takes every registered mechanism whose noise multiplier sets ε; the command's
+    calibrated noise and ε are those a task with that mechanism plans (adaptive: the total z)."""
+    from tff_rec.privacy.planning import plan_privacy
+    from tff_rec.spec import resolve_task
+
+    sampling = "shuffle" if mechanism == "tree" else "poisson"
+    task = resolve_task({
+        "algorithm": {"rounds": 8, "clients_per_round": 50, "sampling": sampling},
+        "privacy": {"mechanism": mechanism, "target_epsilon": 4.0, "delta": 1e-4},
+    })
+    planned = plan_privacy(task, population=1000)
+    common = ["--population", "1000", "--clients-per-round", "50", "--rounds", "8", "--delta",
+              "1e-4", "--sampling", sampling, "--mechanism", mechanism]
+    calibrated = run_json(capsys, "calibrate", "--target-epsilon", "4", *common)
+    assert calibrated["noise_multiplier"] == planned.params["noise_multiplier"]
+    assert calibrated["epsilon"] == pytest.approx(planned.calibrated_epsilon, rel=1e-12)
+    accounted = run_json(capsys, "epsilon", "--noise-multiplier",
+                         repr(planned.params["noise_multiplier"]), *common)
+    assert accounted["epsilon"]["rdp"] == pytest.approx(planned.ledger[-1], rel=1e-9)
+    assert accounted["mechanism"] == mechanism and accounted["accounting"]
+
+
+def test_a_mechanism_without_accounted_noise_is_refused_with_the_allowed_ones(capsys):
+    for mechanism in ("clip", "ddp", "laplace"):
+        with pytest.raises(SystemExit) as exited:  # argparse's usage error
+            cli.main(["privacy", "epsilon", "--population", "100", "--clients-per-round", "10",
+                      "--rounds", "5", "--noise-multiplier", "1.0", "--mechanism", mechanism])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"found {mechanism!r}; allowed: gaussian, adaptive, tree" in err

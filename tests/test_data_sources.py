@@ -52,11 +52,11 @@ def test_unknown_dataset_lists_the_names():
     with pytest.raises(DataError) as error:
         load("movielens-10m", "/tmp", {})
     assert str(error.value) == (
-        "unknown dataset 'movielens-10m'; expected one of synthetic, movielens-100k, "
-        "movielens-1m, movielens-20m, sequences, sasrec-games, sasrec-beauty, sasrec-steam, "
-        "sasrec-ml-1m, amazon, steam, lastfm-1k"
+        "data.dataset must be one of amazon, lastfm-1k, movielens-100k, movielens-1m, "
+        "movielens-20m, sasrec-beauty, sasrec-games, sasrec-ml-1m, sasrec-steam, sequences, "
+        "steam, synthetic. Found 'movielens-10m'."
     )
-    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+    with pytest.raises(DataError, match="must be one of .*Found 'nope'"):
         source_params("nope")
 
 
@@ -64,13 +64,15 @@ def test_bad_params():
     with pytest.raises(DataError) as error:
         load("synthetic", None, {"user": 10})
     assert str(error.value) == (
-        "synthetic: unknown parameter(s) user; "
-        "allowed: seed, users, items, mean_length, categories, groups"
+        "synthetic: user is not a parameter of dataset 'synthetic'. "
+        "Allowed: categories, groups, items, mean_length, seed, users."
     )
-    with pytest.raises(DataError, match="movielens-1m: unknown parameter.*allowed: none"):
+    with pytest.raises(DataError, match="movielens-1m: users is not a parameter.*It takes none"):
         load("movielens-1m", "/tmp", {"users": 3})
-    with pytest.raises(DataError, match="parameter users must be an integer, found '10'"):
+    with pytest.raises(DataError, match="synthetic: users must be an integer. Found '10'"):
         load("synthetic", None, {"users": "10"})
+    with pytest.raises(DataError, match=r"synthetic: categories must be between 1 and 100, found 200"):
+        load("synthetic", None, {"categories": 200})
     with pytest.raises(DataError, match="synthetic: takes no path"):
         load("synthetic", "/tmp", {})
 

@@ -61,6 +61,14 @@ def _python(code: str, env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _cli(arguments: list[str], env: dict[str, str]) -> dict:
+    """A `tff-rec` command's --json output."""
+    done = subprocess.run([sys.executable, "-m", "tff_rec.cli", *arguments], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
 def zcdp_epsilon(noise: float, rounds: int, delta: float) -> float:
     """The doc's accountant, written again: replace-one (fixed cohorts) sensitivity 2 clips."""
     rho = rounds * 2.0**2 / (2 * noise**2)
@@ -103,9 +111,8 @@ NOMINAL = {"privacy.noise_cohort_size": 100, "privacy.population": 10_000, "algo
 def test_the_mechanism_declares_a_nominal_cohort_as_privacy_epsilon_accounts_it(setup):
     """The page's mechanism declares `nominal_cohort`: its task with privacy.noise_cohort_size and
     privacy.population validates and runs; the run's calibrated noise and ε are those `privacy
-    calibrate|epsilon --noise-cohort-size` compute for it (through the commands' own helpers: the
-    parser's --mechanism lists the built-ins only), and its query adds the noise scaled by
-    C / C_nom."""
+    calibrate|epsilon --mechanism gaussian_zcdp --noise-cohort-size` print for it, and its query
+    adds the noise scaled by C / C_nom."""
     folder, env, task = setup
     out = folder / "nominal"
     settings = [arg for key, value in NOMINAL.items() for arg in ("--set", f"{key}={value}")]
@@ -118,17 +125,20 @@ def test_the_mechanism_declares_a_nominal_cohort_as_privacy_epsilon_accounts_it(
     assert (simulated["noise_cohort_size"], simulated["population"]) == (100, 10_000)
     noise = privacy["params"]["noise_multiplier"]
     assert simulated["aggregator_noise_multiplier"] == pytest.approx(noise * 4 / 100)
-    commands = _python(
-        "import argparse, json\nfrom tff_rec import cli\nfrom tff_rec.privacy import mechanisms\n"
-        "args = argparse.Namespace(population=10000, clients_per_round=4, noise_cohort_size=100, "
-        "rounds=2, delta=None, sampling='fixed', mechanism='gaussian_zcdp')\n"
-        "common = cli._privacy_common(args)\nanalysis = cli._analysis(args.mechanism)\n"
-        "noise, _ = analysis.calibrate(target_epsilon=8.0, accountant='rdp', **common)\n"
-        "epsilon, _ = analysis.final(noise_multiplier=noise, accountant='rdp', **common)\n"
+    nominal = ["--population", "10000", "--clients-per-round", "4", "--noise-cohort-size", "100",
+               "--rounds", "2", "--sampling", "fixed", "--mechanism", "gaussian_zcdp", "--json"]
+    calibrated = _cli(["privacy", "calibrate", "--target-epsilon", "8", *nominal], env)
+    accounted = _cli(["privacy", "epsilon", "--noise-multiplier", repr(calibrated["noise_multiplier"]),
+                      *nominal], env)
+    state = _python(
+        "import json\nfrom tff_rec.privacy import mechanisms\n"
         "state = mechanisms.initial_query_state('gaussian_zcdp', clients_per_round=4, noise_seed=0,"
-        " noise_cohort_size=100, clip=1.0, noise_multiplier=noise)\n"
-        "print(json.dumps({'noise': noise, 'epsilon': epsilon, 'delta': common['delta'],"
-        " 'stddev': float(state.numerator_state.stddev)}))", env)
+        f" noise_cohort_size=100, clip=1.0, noise_multiplier={noise!r})\n"
+        "print(json.dumps({'stddev': float(state.numerator_state.stddev)}))", env)
+    commands = {"noise": calibrated["noise_multiplier"], "epsilon": accounted["epsilon"]["rdp"],
+                "delta": accounted["delta"], "stddev": state["stddev"]}
+    assert calibrated["epsilon"] == pytest.approx(8.0, rel=1e-6)
+    assert accounted["accounting"] == "zCDP of the Gaussian mechanism, composed over every round"
     assert privacy["params"]["noise_multiplier"] == commands["noise"]
     assert privacy["epsilon"] == commands["epsilon"] == pytest.approx(8.0, rel=1e-6)
     assert privacy["delta"] == commands["delta"]

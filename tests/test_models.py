@@ -67,16 +67,19 @@ def test_model_hparams_lists_defaults() -> None:
 @pytest.mark.parametrize(
     "name, hparams, message",
     [
-        ("bert", {}, "Unknown model 'bert'. Allowed: bert4rec, gru4rec, sasrec."),
-        ("sasrec", {"layers": 2}, "Unknown hyperparameter model.layers"),
+        ("bert", {}, "model.name must be one of bert4rec, gru4rec, sasrec. Found 'bert'."),
+        ("sasrec", {"layers": 2}, "model.layers is not a parameter of model 'sasrec'. Allowed: "),
         (
             "sasrec",
             {"num_heads": 3},
             "model.num_heads must divide model.embedding_dim. Found 50 and 3.",
         ),
         ("sasrec", {"dropout": 1.0}, "model.dropout must be in [0, 1). Found 1.0."),
-        ("sasrec", {"max_len": 0}, "model.max_len must be a positive integer. Found 0."),
-        ("sasrec", {"num_blocks": True}, "model.num_blocks must be a positive integer. Found True"),
+        ("sasrec", {"max_len": 0}, "model.max_len must be in [1, 10000] (training examples are "),
+        ("sasrec", {"num_blocks": True}, "model.num_blocks must be an integer. Found True"),
+        ("sasrec", {"size": "huge"}, "model.size must be one of tiny, small, base, large, paper."),
+        ("bert4rec", {"size": "paper"}, "model.size must be one of tiny, small, base, large. Found"),
+        ("bert4rec", {"mask_rate": 0}, "model.mask_rate must be in (0, 1]. Found 0."),
         ("sasrec", {"tie_embeddings": 1}, "model.tie_embeddings must be true or false. Found 1."),
     ],
 )

@@ -220,15 +220,15 @@ NO_CATEGORIES = make_split([[1, 2, 3]] * 5, num_items=3, groups=["a"] * 5)
 @pytest.mark.parametrize(
     ("split", "scheme", "params", "message"),
     [
-        (SPLIT, "dirichlet", {"alpha": 0}, "partition.alpha must be > 0. Found 0."),
-        (SPLIT, "dirichlet", {"alpha": float("nan")}, "partition.alpha must be a finite number. Found nan."),
+        (SPLIT, "dirichlet", {"alpha": 0}, "partition.alpha must be positive. Found 0."),
+        (SPLIT, "dirichlet", {"alpha": float("nan")}, "partition.alpha must be finite. Found nan."),
         (SPLIT, "iid", {"num_clients": 5000},
          "partition.num_clients (5000) is larger than the number of training users (943)."),
-        (SPLIT, "iid", {"num_clients": 0}, "partition.num_clients must be a positive integer. Found 0."),
-        (SPLIT, "iid", {"num_clients": 2.5}, "partition.num_clients must be a positive integer. Found 2.5."),
-        (SPLIT, "iid", {"num_client": 3}, "partition.num_client is not a parameter of scheme 'iid'; allowed: num_clients."),
-        (SPLIT, "natural", {"num_clients": 3}, "partition.num_clients is not a parameter of scheme 'natural'; allowed: none."),
-        (SPLIT, "quantity", {"skew": -1}, "partition.skew must be >= 0. Found -1."),
+        (SPLIT, "iid", {"num_clients": 0}, "partition.num_clients must be at least 1. Found 0."),
+        (SPLIT, "iid", {"num_clients": 2.5}, "partition.num_clients must be an integer. Found 2.5."),
+        (SPLIT, "iid", {"num_client": 3}, "partition.num_client is not a parameter of partition scheme 'iid'. Allowed: num_clients."),
+        (SPLIT, "natural", {"num_clients": 3}, "partition.num_clients is not a parameter of partition scheme 'natural'. It takes none."),
+        (SPLIT, "quantity", {"skew": -1}, "partition.skew must be nonnegative. Found -1."),
         (SPLIT, "quantity", {"law": "zipf"}, "partition.law must be one of power, lognormal. Found 'zipf'."),
         (SPLIT, "attribute", {"attribute": "occupation"},
          "partition.attribute 'occupation' is not a user attribute of this dataset; available: group."),
@@ -245,7 +245,7 @@ NO_CATEGORIES = make_split([[1, 2, 3]] * 5, num_items=3, groups=["a"] * 5)
         (NO_CATEGORIES, "pathological", {},
          "partition.scheme 'pathological' needs item categories, but this dataset has none."),
         (SPLIT, "kmeans", {},
-         "partition.scheme 'kmeans' is unknown; available: natural, iid, dirichlet, quantity, attribute, pathological."),
+         "partition.scheme must be one of attribute, dirichlet, iid, natural, pathological, quantity. Found 'kmeans'."),
     ],
 )
 def test_bad_input_names_the_task_key(split, scheme, params, message):

@@ -27,12 +27,8 @@ from tff_rec.algorithm_registry import Algorithm
 from tff_rec.lazy import Ref
 from tff_rec.models.hparams import SASRecHParams
 from tff_rec.models.registry import ModelEntry
-from tff_rec.partition.schemes import Param, Scheme
-
-
-def _count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"partition.{name} must be a positive integer. Found {value!r}.")
+from tff_rec.params import AT_LEAST_ONE, Param
+from tff_rec.partition.schemes import Scheme
 
 
 def _round_robin(split, users, rng, *, num_clients):
@@ -40,14 +36,14 @@ def _round_robin(split, users, rng, *, num_clients):
     return [users[k::num_clients] for k in range(num_clients)]
 
 
-ROUND_ROBIN = Scheme("round_robin", "silo", {"num_clients": Param(7, _count)},
+ROUND_ROBIN = Scheme("round_robin", "silo", (Param("num_clients", int, 7, "clients K", AT_LEAST_ONE),),
                      "Users dealt to K clients in turn.", _round_robin)
 
 
 def sasrec_plugin():
     """A callable entry point: returns the entry (SASRec under another name)."""
-    return ModelEntry(hparams=SASRecHParams, build=Ref("tff_rec.models.sasrec:SASRec"),
-                      examples="next_item")
+    return ModelEntry("sasrec_plugin", "SASRec under a plugin's name", SASRecHParams,
+                      Ref("tff_rec.models.sasrec:SASRec"), examples="next_item")
 
 
 FEDAVG_PLUGIN = Algorithm("fedavg_plugin", "FedAvg under a plugin's name", "McMahan et al. 2017",
@@ -159,7 +155,7 @@ def test_a_task_naming_the_plugins_partitioner_and_model_validates(site, tmp_pat
     assert found["before"] is False
     assert found["partition"] == {"scheme": "round_robin", "params": {"num_clients": 7}}
     assert found["model"] == "sasrec_plugin" and found["algorithm"] == "fedavg_plugin"
-    assert "key 'partition.num_clients' must be a positive integer. Found 0." in found["refused"]
+    assert "key 'partition.num_clients' must be at least 1. Found 0." in found["refused"]
     assert found["tensorflow"] is False  # the plugin's declarations are as light as the built-ins'
 
 
@@ -176,8 +172,8 @@ def test_unknown_names_still_fail_as_before_with_a_plugin_installed(site, tmp_pa
     assert result.returncode == 0, result.stderr
     # the message of a tree without plugins (a name is looked up, not every plugin loaded)
     assert result.stdout.strip().endswith(
-        "partition.scheme 'round_robin_typo' is unknown; available: natural, iid, dirichlet, "
-        "quantity, attribute, pathological.")
+        "key 'partition.scheme' must be one of attribute, dirichlet, iid, natural, pathological, "
+        "quantity. Found 'round_robin_typo'.")
 
 
 def test_a_plugin_may_not_take_a_builtin_name(site, tmp_path):

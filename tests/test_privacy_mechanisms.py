@@ -106,8 +106,8 @@ def test_validate_fills_defaults_and_converts_ints():
             "privacy.noise_multiplier must be nonnegative. Found -0.5.",
         ),
         ("gaussian", {"clip": float("nan")}, "privacy.clip must be finite. Found nan."),
-        ("gaussian", {"clip": True}, "privacy.clip must be a float. Found True."),
-        ("gaussian", {"clip": "1"}, "privacy.clip must be a float. Found '1'."),
+        ("gaussian", {"clip": True}, "privacy.clip must be a number. Found True."),
+        ("gaussian", {"clip": "1"}, "privacy.clip must be a number. Found '1'."),
         (
             "adaptive",
             {"target_unclipped_quantile": 1.5},
@@ -117,9 +117,9 @@ def test_validate_fills_defaults_and_converts_ints():
         (
             "gaussian",
             {"clipp": 1.0},
-            "privacy.clipp is not a parameter of 'gaussian'. Allowed: clip, noise_multiplier.",
+            "privacy.clipp is not a parameter of privacy mechanism 'gaussian'. Allowed: clip, noise_multiplier.",
         ),
-        ("none", {"clip": 1.0}, "privacy.clip is not a parameter of 'none'. It takes none."),
+        ("none", {"clip": 1.0}, "privacy.clip is not a parameter of privacy mechanism 'none'. It takes none."),
         (
             "laplace",
             {},

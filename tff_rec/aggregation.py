@@ -12,7 +12,7 @@ Each entry builds the non-DP model aggregator of the learning process, for a wei
                SecAgg sum (`federated_secure_sum_bitwidth`, Bonawitz et al. 2017) of the updates
                quantized to integers.
 
-DP and these aggregators do not compose here (refused in `registries.cross_check`): the DP
+DP and these aggregators do not compose here (refused in `rules.cross_check`): the DP
 mechanisms bound each client's contribution by clipping *before* summation, and a stochastic
 quantization or SecAgg's integer encoding after clipping would change that bound. Distributed DP
 with secure aggregation is the privacy mechanism `ddp` (`tff.learning.ddp_secure_aggregator`).
@@ -27,9 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from tff_rec.privacy.params import Param, Range, validate
-
-PREFIX = "aggregation"
+from tff_rec.params import Param, Range
+from tff_rec.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,6 @@ class Method:
     params: tuple[Param, ...]
     builder: Callable[..., Any]
     bits: Callable[[Mapping[str, Any], int], float]
-
-    def defaults(self) -> dict[str, Any]:
-        return {param.name: param.default for param in self.params}
 
 
 QUANTIZATION_BITS = Param(
@@ -112,9 +108,8 @@ def _build_secure(weighted: bool, *, zeroing: bool, clipping: bool):
     return tff.learning.secure_aggregator(zeroing=zeroing, clipping=clipping, weighted=weighted)
 
 
-METHODS: dict[str, Method] = {
-    method.name: method
-    for method in (
+METHODS: Registry[Method] = Registry(
+    "uplink aggregator", "aggregation.method", entries=(
         Method("plain", "float32 mean (TFF's default)", (), _build_plain, lambda p, n: 32.0),
         Method(
             "compression", "uniform stochastic quantization of large tensors (Suresh et al. 2017)",
@@ -125,22 +120,17 @@ METHODS: dict[str, Method] = {
             "secure", "simulated secure aggregation (Bonawitz et al. 2017) with adaptive clipping",
             (ZEROING, CLIPPING), _build_secure, lambda p, n: 32.0,
         ),
-    )
-}
+    ),
+)
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"aggregation.method must be one of {', '.join(sorted(METHODS))}. Found {name!r}."
-        ) from None
+    return METHODS.entry(name)
 
 
 def validate_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """`params` checked against `method`'s declaration (ValueError naming the key)."""
-    return validate(params, get_method(method).params, owner=method, prefix=PREFIX)
+    return METHODS.validate(method, params)
 
 
 def uplink(method: str, params: Mapping[str, Any]) -> Optional[Callable[[bool], Any]]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
-from tff_rec import plugins
 from tff_rec.lazy import Ref
+from tff_rec.params import Param
+from tff_rec.registry import Registry
 
 # Hyperparameters each optimizer accepts besides the learning rate (the task's [algorithm.server]
 # keys); None means TFF's default. `initial_accumulator` is TFF's `initial_preconditioner_value`.
@@ -46,11 +47,11 @@ class Algorithm:
     weighted: bool
     dp_refusal: Optional[str] = None
     client_optimizer: Optional[Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = None
+    params: tuple[Param, ...] = ()  # keys it adds to [algorithm]: none for the built-ins
 
 
-ALGORITHMS: dict[str, Algorithm] = {
-    entry.name: entry
-    for entry in (
+ALGORITHMS: Registry[Algorithm] = Registry(
+    "federated algorithm", "algorithm.name", group="tff_rec.algorithms", entries=(
         Algorithm("fedavg", "FedAvg, average weighted by examples (unweighted with DP)",
                   "McMahan et al. 2017", Ref("tff_rec.algorithms:build_fedavg"), weighted=True,
                   client_optimizer=Ref("tff_rec.algorithms:own_client_optimizer")),
@@ -72,13 +73,14 @@ ALGORITHMS: dict[str, Algorithm] = {
                       "separate aggregator that the DP mechanism does not cover; the optimizer "
                       "state built from it is broadcast to the next cohort, so DP on the model "
                       "update alone gives no guarantee")),
-    )
-}
+    ),
+)
 
 
 def get_algorithm(name: str) -> Optional[Algorithm]:
     """The registered federated algorithm `name` (a plugin's is loaded on first use), or None
     (the trainers without clients, or an unknown name)."""
-    if name not in ALGORITHMS:
-        plugins.lookup("tff_rec.algorithms", name)
-    return ALGORITHMS.get(name)
+    try:
+        return ALGORITHMS.entry(name)
+    except ValueError:
+        return None

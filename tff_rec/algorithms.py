@@ -10,7 +10,7 @@ With a DP aggregator every algorithm that supports DP averages *unweighted* — 
 client's contribution bounded (a weight would scale a clipped update, and leak the client's size)
 — so the weighted variants switch to their unweighted builders (`fedsgd`, whose builder only takes
 weighted aggregators, gets the DP aggregator wrapped by `tff.aggregators` `as_weighted_aggregator`,
-which ignores the weights). `mime_lite` with DP is refused at task load (`registries.cross_check`):
+which ignores the weights). `mime_lite` with DP is refused at task load (`rules.cross_check`):
 its full-gradient aggregate feeds the optimizer state broadcast to clients without DP.
 """
 from __future__ import annotations
@@ -293,8 +293,8 @@ def build_mime_lite(setup: FederatedSetup) -> tff.learning.templates.LearningPro
     """Mime Lite (Karimireddy et al. 2021): clients step with the client optimizer (the base
     optimizer) using the server's optimizer state, which the server updates from the average full
     gradient at the broadcast model. Both client→server vectors use the uplink aggregator."""
-    if setup.aggregator is not None:  # registries.cross_check refuses this at task load
-        raise ValueError("mime_lite does not compose with a DP aggregator (see registries.cross_check)")
+    if setup.aggregator is not None:  # rules.cross_check refuses this at task load
+        raise ValueError("mime_lite does not compose with a DP aggregator (see rules.cross_check)")
     if client_decay(setup.client) != 1.0:
         return tff.learning.algorithms.build_mime_lite_with_optimizer_schedule(
             setup.model_fn,

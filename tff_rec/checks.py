@@ -58,7 +58,7 @@ def build_partition(task: TaskSpec, seed: int, split: LeaveOneOutSplit) -> "Part
     """The task's partition of its split at `seed`; SpecError naming the task file and key when
     the data cannot satisfy the scheme's parameters."""
     from tff_rec.partition import partition
-    from tff_rec.registries import keyed
+    from tff_rec.rules import keyed
 
     section = task["partition"]
     try:

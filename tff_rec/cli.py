@@ -368,7 +368,7 @@ def _privacy_common(args: argparse.Namespace) -> dict[str, Any]:
     if nominal is not None and not args.clients_per_round <= nominal <= args.population:
         raise UsageError(f"--noise-cohort-size {nominal} must be between --clients-per-round "
                          f"{args.clients_per_round} and --population {args.population}")
-    if args.mechanism == "tree" and args.rounds > MAX_TREE_ROUNDS:
+    if _analysis(args.mechanism) is accounting.ANALYSES["tree"] and args.rounds > MAX_TREE_ROUNDS:
         raise UsageError(f"--rounds {args.rounds} with --mechanism tree; allowed: 1 to "
                          f"{MAX_TREE_ROUNDS} (DP-FTRL's ε is computed round by round)")
     delta = args.delta if args.delta is not None else accounting.default_delta(args.population)
@@ -387,12 +387,34 @@ def _simulated(args: argparse.Namespace, noise: float) -> dict[str, Any]:
                           "aggregator_noise_multiplier": noise * scale}}
 
 
+def _accounted_mechanism(name: str) -> str:
+    """--mechanism: a registered mechanism (a plugin's too) whose noise multiplier sets ε."""
+    from tff_rec.privacy.mechanism_registry import MECHANISMS
+
+    try:
+        mechanism = MECHANISMS.entry(name)
+    except ValueError:
+        mechanism = None
+    if mechanism is None or not mechanism.noise_sets_epsilon:
+        allowed = ", ".join(n for n, m in MECHANISMS.items() if m.noise_sets_epsilon)
+        raise argparse.ArgumentTypeError(
+            f"found {name!r}; allowed: {allowed} (mechanisms whose noise multiplier sets ε)")
+    return name
+
+
 def _analysis(mechanism: str):
     """The ε analysis of a registered mechanism (`accounting.ANALYSES`), as a run accounts it."""
     from tff_rec.privacy import accounting
     from tff_rec.privacy.mechanism_registry import get_mechanism
 
     return accounting.analysis_of(get_mechanism(mechanism))
+
+
+def _note(mechanism: str) -> str:
+    """What the noise multiplier of `mechanism` is, as its runs account it."""
+    from tff_rec.privacy.mechanism_registry import get_mechanism
+
+    return get_mechanism(mechanism).accounting_note
 
 
 def cmd_privacy_epsilon(args: argparse.Namespace) -> int:
@@ -406,6 +428,7 @@ def cmd_privacy_epsilon(args: argparse.Namespace) -> int:
             "epsilon": epsilons, "delta": common["delta"],
             "reasons": {name: r for name, r in reasons.items() if r},
             "sampling": args.sampling, "mechanism": args.mechanism,
+            "accounting": _note(args.mechanism),
             **_simulated(args, args.noise_multiplier),
         }, indent=2))
         return 0
@@ -413,6 +436,8 @@ def cmd_privacy_epsilon(args: argparse.Namespace) -> int:
         shown = f"{value:.4f}" if value is not None else f"not reported: {reasons[name]}"
         print(f"ε ({name.upper()}) = {shown}")
     print(f"δ = {common['delta']:.3g}, sampling = {args.sampling}")
+    if args.mechanism != "gaussian":
+        print(f"mechanism = {args.mechanism}: {_note(args.mechanism)}")
     if args.noise_cohort_size is not None:
         simulated = _simulated(args, args.noise_multiplier)["simulated"]
         print(f"nominal cohort {args.noise_cohort_size} of {args.population}; a simulation training "
@@ -427,10 +452,13 @@ def cmd_privacy_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"noise_multiplier": noise, "epsilon": achieved,
                           "delta": common["delta"], "accountant": args.accountant,
+                          "mechanism": args.mechanism, "accounting": _note(args.mechanism),
                           **_simulated(args, noise)}, indent=2))
     else:
         print(f"noise multiplier {noise:.4f} gives ε = {achieved:.4f} at δ = {common['delta']:.3g} "
               f"({args.accountant.upper()}, {args.sampling} sampling)")
+        if args.mechanism != "gaussian":
+            print(f"mechanism = {args.mechanism}: {_note(args.mechanism)}")
     return 0
 
 
@@ -660,13 +688,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="privacy_command", required=True)
     epsilon = privacy.add_parser("epsilon", help="ε from RDP and PLD accountants")
     epsilon.add_argument("--noise-multiplier", type=_number(0), required=True)
-    epsilon.add_argument("--mechanism", choices=("gaussian", "tree"), default="gaussian")
+    epsilon.add_argument("--mechanism", type=_accounted_mechanism, default="gaussian",
+                         help="a mechanism whose noise multiplier sets ε: gaussian, adaptive (its total z: updates and clipped count), tree, or an installed plugin's")
     _add_privacy_args(epsilon)
     epsilon.set_defaults(handler=cmd_privacy_epsilon)
     calibrate = privacy.add_parser("calibrate", help="smallest noise multiplier meeting ε")
     calibrate.add_argument("--target-epsilon", type=_number(0, low_open=True), required=True)
     calibrate.add_argument("--accountant", choices=("rdp", "pld"), default="rdp")
-    calibrate.add_argument("--mechanism", choices=("gaussian", "tree"), default="gaussian")
+    calibrate.add_argument("--mechanism", type=_accounted_mechanism, default="gaussian",
+                           help="a mechanism whose noise multiplier sets ε: gaussian, adaptive (its total z: updates and clipped count), tree, or an installed plugin's")
     _add_privacy_args(calibrate)
     calibrate.set_defaults(handler=cmd_privacy_calibrate)
     audit = privacy.add_parser("audit", help="empirical lower bound on ε (canary audit) beside "

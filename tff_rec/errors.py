@@ -1,5 +1,5 @@
 """The error of a bad task or study file, in a module of its own: the spec (`spec.py`) and the
-cross-section rules it calls (`registries.py`) both raise it without importing each other."""
+cross-section rules it calls (`rules.py`) both raise it without importing each other."""
 from __future__ import annotations
 
 

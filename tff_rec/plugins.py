@@ -28,20 +28,16 @@ class Group:
     """An entry point group and the registry its entries join."""
 
     module: str  # the TF-free module that holds the registry
-    registry: str  # the registry's name in it (a dict: name → entry)
+    registry: str  # the registry's name in it (a `tff_rec.registry.Registry`)
     entry: str  # the class of its entries, in the same module
-    kind: str  # what an entry is, for messages
 
 
 GROUPS: dict[str, Group] = {
-    "tff_rec.models": Group("tff_rec.models.registry", "MODELS", "ModelEntry", "model"),
-    "tff_rec.datasets": Group("tff_rec.data.sources", "SOURCES", "Source", "dataset"),
-    "tff_rec.partitioners": Group("tff_rec.partition.schemes", "SCHEMES", "Scheme",
-                                  "partition scheme"),
-    "tff_rec.algorithms": Group("tff_rec.algorithm_registry", "ALGORITHMS", "Algorithm",
-                                "algorithm"),
-    "tff_rec.mechanisms": Group("tff_rec.privacy.mechanism_registry", "MECHANISMS", "Mechanism",
-                                "privacy mechanism"),
+    "tff_rec.models": Group("tff_rec.models.registry", "MODELS", "ModelEntry"),
+    "tff_rec.datasets": Group("tff_rec.data.sources", "SOURCES", "Source"),
+    "tff_rec.partitioners": Group("tff_rec.partition.schemes", "SCHEMES", "Scheme"),
+    "tff_rec.algorithms": Group("tff_rec.algorithm_registry", "ALGORITHMS", "Algorithm"),
+    "tff_rec.mechanisms": Group("tff_rec.privacy.mechanism_registry", "MECHANISMS", "Mechanism"),
 }
 
 
@@ -54,7 +50,7 @@ class PluginError(ValueError):
 _REGISTERED: dict[str, dict[str, str]] = {}
 
 
-def _registry(group: str) -> tuple[dict[str, Any], type]:
+def _registry(group: str) -> tuple[Any, type]:
     spec = GROUPS[group]
     module = importlib.import_module(spec.module)
     return getattr(module, spec.registry), getattr(module, spec.entry)
@@ -74,7 +70,7 @@ def _points(group: str) -> list[metadata.EntryPoint]:
     registry, _ = _registry(group)
     mine = _REGISTERED.setdefault(group, {})
     seen: dict[str, metadata.EntryPoint] = {}
-    kind = GROUPS[group].kind
+    kind = registry.kind
     for point in points:
         if point.name in registry and point.name not in mine:
             raise PluginError(
@@ -97,7 +93,7 @@ def _register(group: str, point: metadata.EntryPoint) -> None:
     mine = _REGISTERED.setdefault(group, {})
     if point.name in mine:
         return
-    distribution, kind = _distribution(point), GROUPS[group].kind
+    distribution, kind = _distribution(point), registry.kind
     built_in = {name: registry[name] for name in registry if name not in mine}
     try:
         loaded = point.load()

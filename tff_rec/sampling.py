@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Callable
 
+from tff_rec.registry import Registry
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -54,20 +56,22 @@ def _shuffle(n: int, task_seed: int, round_number: int, size: int) -> "np.ndarra
 @dataclasses.dataclass(frozen=True)
 class Sampler:
     """A sampling scheme: `draw(population, task seed, round, cohort size)` → the round's sorted
-    client indices; `help` for the task reference and `--help`."""
+    client indices; `description` for the task reference and `--help`. Its size is the task's
+    algorithm.clients_per_round: it adds no keys of its own (`params`)."""
 
     name: str
     draw: Callable[[int, int, int, int], "np.ndarray"]
-    help: str
+    description: str
+    params: tuple = ()
 
 
-SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
+SAMPLERS: Registry[Sampler] = Registry("client sampler", "algorithm.sampling", entries=(
     Sampler("fixed", _fixed, "C clients drawn uniformly without replacement, afresh every round"),
     Sampler("poisson", _poisson, "each client independently with probability C/N (the cohort "
                                  "size varies; C is its expectation)"),
     Sampler("shuffle", _shuffle, "consecutive blocks of C of one permutation per pass: each "
                                  "client once per pass (DP-FTRL's single pass)"),
-)}
+))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,15 @@
 """The task-file reference, generated from the declarations (`tff-rec tasks schema`).
 
 Every fixed key of `spec.SCHEMA` with its default and help, then every registry entry a task can
-name (datasets, partitioners, models, algorithms, client samplers, DP mechanisms, uplink
-aggregators — installed plugins included) with the keys it adds to its section. Read from the
-light halves of the registries (ARCHITECTURE.md, Registries and plugins): no TensorFlow is
+name (datasets, partitioners, models, losses, algorithms, client samplers, DP mechanisms, uplink
+aggregators — installed plugins included) with the keys it adds to its section, each from its
+`Param` declaration (`tff_rec.registry`). Read from the light halves of the registries (ARCHITECTURE.md, Registries and plugins): no TensorFlow is
 imported.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Iterable, Sequence
+import importlib
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -37,82 +37,47 @@ def fixed_keys() -> list[str]:
     return lines
 
 
-def _keyed(key: str, default: Any, help_text: str) -> str:
-    return f"`{key}` = {default!r}" + (f": {help_text}" if help_text else "")
-
-
-def _datasets() -> list[str]:
-    from tff_rec.data.sources import SOURCES
-
-    return _table(("`data.dataset`", "keys it adds (defaults)", "what it is"), (
-        (f"`{name}`", "<br>".join(_keyed(k, v, source.param_help.get(k, ""))
-                                  for k, v in source.params.items()) or "—",
-         source.description) for name, source in SOURCES.items()))
-
-
-def _partitioners() -> list[str]:
-    from tff_rec.partition.schemes import SCHEMES
-
-    return _table(("`partition.scheme`", "privacy unit", "keys it adds (defaults)", "what it does"), (
-        (f"`{name}`", scheme.privacy_unit,
-         "<br>".join(_keyed(k, p.default, p.help) for k, p in scheme.params.items()) or "—",
-         scheme.description) for name, scheme in SCHEMES.items()))
-
-
-def _models() -> list[str]:
-    from tff_rec.models.registry import MODELS
-
-    rows = []
-    for name, entry in MODELS.items():
-        fields = ", ".join(f"`{f.name}` = {_shown(f.default).strip('`')}"
-                           for f in dataclasses.fields(entry.hparams))
-        presets = ", ".join(entry.hparams.PRESETS)
-        summary = (entry.hparams.__doc__ or "").strip().splitlines()[0]
-        rows.append((f"`{name}`", summary, presets, fields))
-    return _table(("`model.name`", "what it is", "`model.size` presets", "keys (defaults)"), rows)
-
-
-def _algorithms() -> list[str]:
-    from tff_rec.algorithm_registry import ALGORITHMS
-
-    rows = [(f"`{name}`", entry.description, entry.reference,
-             "no" if entry.dp_refusal else "yes") for name, entry in ALGORITHMS.items()]
-    rows += [("`centralized`", "one model trained on all training data (no clients)", "—", "no"),
-             ("`popularity`", "items ranked by training popularity (no model)", "—", "no")]
-    return _table(("`algorithm.name`", "what it is", "reference", "DP"), rows)
-
-
 def _params(params: Iterable[Any]) -> str:
     return "<br>".join(param.describe() for param in params) or "—"
 
 
-def _mechanisms() -> list[str]:
-    from tff_rec.privacy.mechanism_registry import MECHANISMS
-
-    return _table(("`privacy.mechanism`", "what it is", "ε analysis", "keys it adds"), (
-        (f"`{name}`", entry.description,
-         entry.analysis if isinstance(entry.analysis, str) else entry.analysis.name,
-         _params(entry.params)) for name, entry in MECHANISMS.items()))
-
-
-def _aggregators() -> list[str]:
-    from tff_rec.aggregation import METHODS
-
-    return _table(("`aggregation.method`", "what it is", "keys it adds"), (
-        (f"`{name}`", method.description, _params(method.params)) for name, method in METHODS.items()))
+def _entries(registry: Any, columns: Mapping[str, Callable[[Any], Any]],
+             extra_rows: Sequence[Sequence[str]] = ()) -> list[str]:
+    """One registry as a table: name, description, its own `columns`, the keys it adds."""
+    header = (f"`{registry.key}`", "what it is", *columns, "keys it adds")
+    rows = [(f"`{name}`", entry.description, *(column(entry) for column in columns.values()),
+             _params(entry.params)) for name, entry in registry.items()]
+    return _table(header, rows + [tuple(row) for row in extra_rows])
 
 
-def _samplers() -> list[str]:
-    from tff_rec.sampling import SAMPLERS
-
-    return _table(("`algorithm.sampling`", "which clients train in a round (C: clients_per_round, "
-                   "N: clients)"), ((f"`{name}`", sampler.help) for name, sampler in SAMPLERS.items()))
+def _registry(path: str) -> Any:
+    module, attribute = path.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-REGISTRIES = {
-    "Datasets": _datasets, "Partitioners": _partitioners, "Models": _models,
-    "Federated algorithms": _algorithms, "Client samplers": _samplers, "DP mechanisms": _mechanisms,
-    "Uplink aggregators": _aggregators,
+def _analysis(mechanism: Any) -> str:
+    return mechanism.analysis if isinstance(mechanism.analysis, str) else mechanism.analysis.name
+
+
+# Title → (registry, the columns it adds, rows for names that are not registry entries).
+REGISTRIES: dict[str, tuple[str, dict[str, Callable[[Any], Any]], tuple[tuple[str, ...], ...]]] = {
+    "Datasets": ("tff_rec.data.sources:SOURCES", {}, ()),
+    "Partitioners": ("tff_rec.partition.schemes:SCHEMES",
+                     {"privacy unit": lambda scheme: scheme.privacy_unit}, ()),
+    "Models": ("tff_rec.models.registry:MODELS",
+               {"`model.size` presets": lambda model: ", ".join(model.hparams.PRESETS)}, ()),
+    "Losses": ("tff_rec.models.loss_registry:LOSSES", {}, ()),
+    "Federated algorithms": (
+        "tff_rec.algorithm_registry:ALGORITHMS",
+        {"reference": lambda algorithm: algorithm.reference,
+         "DP": lambda algorithm: "no" if algorithm.dp_refusal else "yes"},
+        (("`centralized`", "one model trained on all training data (no clients)", "—", "no", "—"),
+         ("`popularity`", "items ranked by training popularity (no model)", "—", "no", "—")),
+    ),
+    "Client samplers (C: clients_per_round, N: clients)": ("tff_rec.sampling:SAMPLERS", {}, ()),
+    "DP mechanisms": ("tff_rec.privacy.mechanism_registry:MECHANISMS",
+                      {"ε analysis": _analysis}, ()),
+    "Uplink aggregators": ("tff_rec.aggregation:METHODS", {}, ()),
 }
 
 
@@ -125,6 +90,6 @@ def reference() -> str:
              "", "## Sections and keys"]
     lines += fixed_keys()
     lines += ["", "## What a task can name"]
-    for title, rows in REGISTRIES.items():
-        lines += ["", f"### {title}", ""] + rows()
+    for title, (path, columns, extra_rows) in REGISTRIES.items():
+        lines += ["", f"### {title}", ""] + _entries(_registry(path), columns, extra_rows)
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from tff_rec import algorithm_registry, grid
+from tff_rec import algorithm_registry, grid, registry
 from tff_rec.errors import SpecError
 from tff_rec.sampling import SAMPLERS
 
@@ -147,7 +147,7 @@ def algorithm_name(value: Any) -> Optional[str]:
 # params, model hparams, privacy params) are validated against their registries in `_resolve`.
 SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
-        "dataset": Field(STR, "synthetic", doc="synthetic | movielens-100k | movielens-1m | movielens-20m | sequences | amazon | steam | lastfm-1k"),
+        "dataset": Field(STR, "synthetic", doc="the dataset source (Datasets, below, lists them with the keys each adds)"),
         "path": Field(OPTIONAL_STR, None, doc="local folder or file for real datasets"),
         # Absent (None): the dataset's own default, filled in at load (`_fill_data_defaults`).
         "min_user_interactions": Field(
@@ -172,7 +172,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "clients_per_round": Field(INT, 32, positive),
         "sampling": Field(
             STR, "fixed", one_of(*SAMPLERS),
-            "client sampling: " + "; ".join(f"{s.name}: {s.help}" for s in SAMPLERS.values()),
+            "client sampling: " + "; ".join(f"{s.name}: {s.description}" for s in SAMPLERS.values()),
         ),
     },
     "algorithm.client": {
@@ -304,11 +304,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
 }
 
-# Sections whose remaining keys are parameters checked by a registry.
-OPEN_SECTIONS = {
-    "data": "params", "partition": "params", "model": "params", "privacy": "params",
-    "aggregation": "params",
-}
+# Sections whose remaining keys are parameters declared by the registry entry they name.
+OPEN_SECTIONS = registry.SECTIONS
 TOP_LEVEL = {"name", "description"}
 STUDY_SECTION = "study"
 
@@ -483,28 +480,38 @@ def _check_value(source: str, key: str, value: Any, field: Field) -> Any:
     return value
 
 
-def _check_param(source: str, key: str, value: Any, default: Any) -> Any:
-    """Type-check a registry parameter against the type of its default (ranges: the registry)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise SpecError(f"{source}: key '{key}' must be true or false. Found {value!r}.")
-        return value
-    expected = FLOAT if isinstance(default, float) else (type(default),)
-    return _check_value(source, key, value, Field(expected, default))
+def _registry_params(source: str, section: str, resolved: Mapping[str, Any],
+                     given: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of the registry entry a section names, checked against its declarations
+    (`tff_rec.registry`), defaults filled in."""
+    from tff_rec.rules import keyed
 
-
-def _registry_params(source: str, section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """Allowed parameters (with defaults) of the registry entry a section names."""
-    from tff_rec import registries
-
+    schema, label = SCHEMA[section], _entry_label(section, resolved)
+    entries = registry.of_section(section)
+    name = resolved[registry.SECTIONS[section][0]]
     try:
-        return registries.params_for(section, resolved)
-    except SpecError as error:  # an unknown entry: name the file and the key that chose it
-        message = str(error).split(": ", 1)[-1]
-        key = _entry_label(section, resolved).split(" = ")[0]
-        if not message.startswith(f"{key} "):  # the registry's message may name the key itself
-            message = f"key '{key}': {message}"
-        raise SpecError(f"{source}: {message}") from None
+        declared = {param.name: param for param in entries.params(name)}
+    except ValueError as error:  # an unknown entry: the registry's message names the key
+        raise SpecError(f"{source}: {keyed(str(error))}") from None
+    for key in given:
+        if key not in declared:
+            raise SpecError(
+                f"{source}: unknown key '{section}.{key}' for {label}; "
+                f"allowed: {', '.join(sorted(schema) + sorted(declared)) or 'none'}"
+            )
+    params = {}
+    for key, param in declared.items():
+        if key not in given:
+            params[key] = copy.deepcopy(param.default)
+            continue
+        try:
+            value = param.validate(given[key], section)
+        except ValueError as error:
+            raise SpecError(f"{source}: {keyed(str(error))} ({label})") from None
+        # Typed as declared (`clip = 1` is 1.0), except keys whose default is derived, which keep
+        # the value as written: the task hash (and so every existing record) depends on it.
+        params[key] = value if param.default is not None else given[key]
+    return params
 
 
 def _resolve_section(source: str, section: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -518,20 +525,7 @@ def _resolve_section(source: str, section: str, raw: Mapping[str, Any]) -> dict[
         k: v for k, v in raw.items() if k not in schema and f"{section}.{k}" not in nested
     }
     if section in OPEN_SECTIONS:
-        allowed = _registry_params(source, section, resolved)
-        for key in extra:
-            if key not in allowed:
-                raise SpecError(
-                    f"{source}: unknown key '{section}.{key}' for {_entry_label(section, resolved)}; "
-                    f"allowed: {', '.join(sorted(schema) + sorted(allowed)) or 'none'}"
-                )
-        params = {}
-        for key, default in allowed.items():
-            value = extra.get(key, copy.deepcopy(default))
-            if key in extra and default is not None:
-                value = _check_param(source, f"{section}.{key}", value, default)
-            params[key] = value
-        resolved["params"] = params
+        resolved["params"] = _registry_params(source, section, resolved, extra)
     elif extra:
         key = next(iter(extra))
         raise SpecError(
@@ -541,10 +535,7 @@ def _resolve_section(source: str, section: str, raw: Mapping[str, Any]) -> dict[
 
 
 def _entry_label(section: str, resolved: Mapping[str, Any]) -> str:
-    name_key = {
-        "data": "dataset", "partition": "scheme", "model": "name", "privacy": "mechanism",
-        "aggregation": "method",
-    }[section]
+    name_key = OPEN_SECTIONS[section][0]
     return f"{section}.{name_key} = {resolved[name_key]!r}"
 
 
@@ -587,6 +578,7 @@ def resolve_task(raw: Mapping[str, Any], source: str = "<memory>") -> TaskSpec:
     _cross_checks(source, sections)
     _check_nominal_cohort(source, sections)
     _check_noise_choice(source, _sub_table(raw, "privacy", source), sections)
+    _mechanism_rules(source, sections)
     return TaskSpec(name=name, description=description, sections=sections, source=source)
 
 
@@ -604,9 +596,7 @@ def _fill_data_defaults(data: dict[str, Any]) -> None:
 def _check_noise_choice(source: str, raw: Mapping[str, Any],
                         sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Exactly one of privacy.noise_multiplier and privacy.target_epsilon for a noisy mechanism:
-    both would leave one silently ignored, neither a default noise nobody chose. Then the rules
-    on the chosen noise."""
-    from tff_rec import registries
+    both would leave one silently ignored, neither a default noise nobody chose."""
     from tff_rec.privacy.mechanism_registry import get_mechanism
 
     privacy = sections["privacy"]
@@ -627,7 +617,6 @@ def _check_noise_choice(source: str, raw: Mapping[str, Any],
             f"'privacy.noise_multiplier' (noise stddev / clip, e.g. 1.0) or "
             f"'privacy.target_epsilon' (the ε the noise is calibrated to). Found neither."
         )
-    registries.check_adaptive_noise(source, sections)
 
 
 def _check_nominal_cohort(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
@@ -640,11 +629,18 @@ def _check_nominal_cohort(source: str, sections: Mapping[str, Mapping[str, Any]]
         raise SpecError(f"{source}: {error}") from None
 
 
+def _mechanism_rules(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """The DP mechanism's own rules on the other keys, once its noise is chosen."""
+    from tff_rec import rules
+
+    rules.check_mechanism_rules(source, sections)
+
+
 def _cross_checks(source: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
     """Checks that span sections."""
-    from tff_rec import registries
+    from tff_rec import rules
 
-    registries.cross_check(source, sections)
+    rules.cross_check(source, sections)
     _check_centralized_optimizer(source, sections["algorithm.centralized"])
 
 

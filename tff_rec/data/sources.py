@@ -1,16 +1,16 @@
-"""The registry of dataset sources: which names exist, what each needs, which params it takes."""
+"""The registry of dataset sources (`SOURCES`): which names exist, what each needs, which params
+it takes (`tff_rec.registry`)."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-import numpy as np
-
-from tff_rec import plugins
+from tff_rec.registry import Registry
 from tff_rec.data import amazon, lastfm, movielens, sequence_file, steam, synthetic
 from tff_rec.data.errors import DataError
 from tff_rec.data.types import Interactions
+from tff_rec.params import Param
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,10 +18,9 @@ class Source:
     """One dataset source.
 
     loader: called as ``loader(path, **params)`` when ``needs_path``, else ``loader(**params)``.
-    params: every parameter the source accepts, with its default (all are integers).
-    param_help: one line per parameter (`tff-rec tasks schema`).
-    check: ``check(**params)`` → (parameter, what is wrong) or None: range checks a task file's
-      values get at load, before anything is generated or read.
+    params: the keys it adds to [data] (`tff_rec.params.Param`), checked at task load.
+    check: ``check(**params)`` → (parameter, what is wrong) or None: the rules between its
+      parameters, checked at load too, before anything is generated or read.
     min_interactions: the default k-core (users, items) of ``data.min_user_interactions`` and
       ``data.min_item_interactions``: 5/5 for raw logs, 0/0 for files that were filtered already
       (filtering them again would silently change the published dataset).
@@ -31,30 +30,20 @@ class Source:
     loader: Callable[..., Interactions]
     needs_path: bool
     description: str
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    param_help: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    params: tuple[Param, ...] = ()
     check: Optional[Callable[..., Optional[tuple[str, str]]]] = None
     min_interactions: tuple[int, int] = (5, 5)
 
 
-SOURCES: dict[str, Source] = {
-    source.name: source
-    for source in (
+SOURCES: Registry[Source] = Registry(
+    "dataset", "data.dataset", group="tff_rec.datasets", error=DataError, entries=(
         Source(
             "synthetic",
             synthetic.generate,
             needs_path=False,
             description="generated log with group tastes and item-to-item transitions",
-            params={"seed": 0, **synthetic.DEFAULT_SIZES},
-            param_help={
-                "seed": "seed of the generated log (not the task seed)", "users": "users",
-                "items": "catalogue size", "mean_length": "mean interactions per user",
-                "categories": "item categories", "groups": "user taste groups",
-            },
-            check=lambda seed, **sizes: (
-                ("seed", f"must be at least 0, found {seed}") if seed < 0
-                else synthetic.size_problem(**sizes)
-            ),
+            params=synthetic.PARAMS,
+            check=lambda seed, **sizes: synthetic.size_problem(**sizes),
         ),
         Source(
             "movielens-100k",
@@ -118,15 +107,13 @@ SOURCES: dict[str, Source] = {
             description="Last.fm 1K: userid-timestamp-artid-artname-traid-traname.tsv, "
             "userid-profile.tsv optional",
         ),
-    )
-}
+    ),
+)
 
 
 def get_source(name: str) -> Source:
-    """The registered source called ``name``."""
-    if name not in SOURCES and not plugins.lookup("tff_rec.datasets", name):
-        raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
-    return SOURCES[name]
+    """The registered source called ``name`` (DataError listing the known ones)."""
+    return SOURCES.entry(name)
 
 
 def default_min_interactions(name: str) -> tuple[int, int]:
@@ -136,14 +123,21 @@ def default_min_interactions(name: str) -> tuple[int, int]:
 
 def source_params(name: str) -> dict[str, Any]:
     """The parameters dataset ``name`` accepts, with their defaults."""
-    return dict(get_source(name).params)
+    return SOURCES.defaults(name)
 
 
 def param_problem(name: str, params: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    """(parameter, what is wrong) for the first out-of-range parameter of dataset ``name``, or
-    None; ``params`` are complete (defaults filled in) and of the right types."""
+    """(parameter, what is wrong) for the first bad parameter of dataset ``name``, or None:
+    the declarations first, then the rules between them. ``params`` may leave defaults out."""
+    try:
+        arguments = SOURCES.validate(name, params)
+    except DataError:
+        raise
+    except ValueError as error:  # "data.users must be ..." → ("users", "must be ...")
+        key, text = str(error).split(" ", 1)
+        return key.split(".", 1)[1], text
     source = get_source(name)
-    return source.check(**params) if source.check is not None else None
+    return source.check(**arguments) if source.check is not None else None
 
 
 def load(
@@ -153,18 +147,10 @@ def load(
 ) -> Interactions:
     """Load dataset ``name``: from ``path`` when it needs one, with ``params`` over its defaults."""
     source = get_source(name)
-    params = params or {}
-    unknown = sorted(set(params) - set(source.params))
-    if unknown:
-        allowed = ", ".join(source.params) or "none"
-        raise DataError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
-    for key, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise DataError(f"{name}: parameter {key} must be an integer, found {value!r}")
-    arguments = {**source.params, **params}
-    problem = param_problem(name, arguments)
+    problem = param_problem(name, params or {})
     if problem is not None:
         raise DataError(f"{name}: {problem[0]} {problem[1]}")
+    arguments = {**source_params(name), **(params or {})}
     if not source.needs_path:
         if path is not None:
             raise DataError(f"{name}: takes no path (it is generated), found {path}")

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tff_rec.data.errors import DataError
+from tff_rec.params import NONNEGATIVE, Param, Range
 from tff_rec.data.types import Interactions, events_frame
 
 DEFAULT_SIZES = {"users": 1000, "items": 300, "mean_length": 30, "categories": 10, "groups": 4}
@@ -46,6 +47,21 @@ MAX_ITEMS = 1_000_000
 MAX_MEAN_LENGTH = 10_000
 MAX_GROUPS = 10_000
 MAX_INTERACTIONS = 100_000_000  # expected events (users × mean_length), 5× MovieLens-20M
+IN_MEMORY = "the log is generated in memory"
+
+# The task keys of `data.dataset = "synthetic"`; `size_problem` adds the rules between them.
+PARAMS = (
+    Param("seed", int, 0, "seed of the generated log (not the task seed)", NONNEGATIVE),
+    Param("users", int, DEFAULT_SIZES["users"], "users", Range(1, MAX_USERS), bound=IN_MEMORY),
+    Param("items", int, DEFAULT_SIZES["items"], "catalogue size", Range(SUCCESSORS + 1, MAX_ITEMS),
+          bound=IN_MEMORY),
+    Param("mean_length", int, DEFAULT_SIZES["mean_length"],
+          "mean interactions per user (at most items)", Range(3, MAX_MEAN_LENGTH), bound=IN_MEMORY),
+    Param("categories", int, DEFAULT_SIZES["categories"],
+          "item categories (at most items // 3: room for same-category successors)", Range(1)),
+    Param("groups", int, DEFAULT_SIZES["groups"], "user taste groups (at most users)",
+          Range(1, MAX_GROUPS), bound=IN_MEMORY),
+)
 
 
 def generate(

@@ -12,57 +12,55 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tff_rec import plugins
 from tff_rec.lazy import Ref
-from tff_rec.models.hparams import BERT4RecHParams, CommonHParams, GRU4RecHParams, SASRecHParams
+from tff_rec.models.hparams import (
+    BERT4RecHParams, CommonHParams, GRU4RecHParams, SASRecHParams, declared,
+)
+from tff_rec.params import Param
+from tff_rec.registry import Registry
 from tff_rec.models.loss_registry import LOSSES
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its hyperparameter dataclass (defaults = the task file's defaults,
+    """A registered model: its name and one-line description, its hyperparameter dataclass
+    (`hparams.CommonHParams`: the task's `[model]` keys with their declarations and presets,
     validated on construction), its constructor `build(num_items, hparams) -> Keras model` (an
     `ItemSequenceModel`), and the `EXAMPLES` builder it trains on."""
 
+    name: str
+    description: str
     hparams: type[CommonHParams]
     build: Callable[[int, Any], Any]
     examples: str
 
-
-MODELS: dict[str, ModelEntry] = {
-    "sasrec": ModelEntry(hparams=SASRecHParams, build=Ref("tff_rec.models.sasrec:SASRec"),
-                         examples="next_item"),
-    "bert4rec": ModelEntry(hparams=BERT4RecHParams, build=Ref("tff_rec.models.bert4rec:BERT4Rec"),
-                           examples="masked_item"),
-    "gru4rec": ModelEntry(hparams=GRU4RecHParams, build=Ref("tff_rec.models.gru4rec:GRU4Rec"),
-                          examples="next_item"),
-}
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The `[model]` keys it takes (`hparams.declared`)."""
+        return declared(self.hparams)
 
 
-def _entry(name: str) -> ModelEntry:
-    if name not in MODELS and not plugins.lookup("tff_rec.models", name):
-        raise ValueError(f"Unknown model {name!r}. Allowed: {', '.join(sorted(MODELS))}.")
-    return MODELS[name]
+MODELS: Registry[ModelEntry] = Registry("model", "model.name", group="tff_rec.models", entries=(
+    ModelEntry("sasrec", "SASRec: causal self-attention (Kang & McAuley 2018)", SASRecHParams,
+               Ref("tff_rec.models.sasrec:SASRec"), examples="next_item"),
+    ModelEntry("bert4rec", "BERT4Rec: bidirectional encoder, masked items (Sun et al. 2019)",
+               BERT4RecHParams, Ref("tff_rec.models.bert4rec:BERT4Rec"), examples="masked_item"),
+    ModelEntry("gru4rec", "GRU4Rec: recurrent (Hidasi et al. 2016)", GRU4RecHParams,
+               Ref("tff_rec.models.gru4rec:GRU4Rec"), examples="next_item"),
+))
 
 
 def model_hparams(name: str) -> dict[str, Any]:
     """Allowed hyperparameters of model `name` and their defaults (None = from the size preset
     or derived, see the hyperparameter class)."""
-    return {f.name: f.default for f in dataclasses.fields(_entry(name).hparams)}
+    return MODELS.defaults(name)
 
 
 def resolve_hparams(name: str, **hparams: Any) -> CommonHParams:
     """The validated hyperparameter dataclass of model `name`, presets and derived keys filled
     in; ValueError names a bad key."""
-    entry = _entry(name)
-    allowed = model_hparams(name)
-    for key in hparams:
-        if key not in allowed:
-            raise ValueError(
-                f"Unknown hyperparameter model.{key} for model {name!r}. "
-                f"Allowed: {', '.join(sorted(allowed))}."
-            )
-    return entry.hparams(**hparams)
+    MODELS.validate(name, hparams)
+    return MODELS.entry(name).hparams(**hparams)
 
 
 def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> Any:
@@ -83,7 +81,7 @@ def build_model(name: str, num_items: int, *, seed: int, **hparams: Any) -> Any:
     if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
         raise ValueError(f"num_items must be a positive integer. Found {num_items!r}.")
     tf.keras.utils.set_random_seed(seed)
-    model = _entry(name).build(num_items, config)
+    model = MODELS.entry(name).build(num_items, config)
     model(tf.zeros([1, config.max_len], tf.int32))
     make_dropout_stateless(model)  # after the call: attention builds its dropout layers then
     return model
@@ -100,6 +98,6 @@ def example_recipe(name: str, task_seed: int, **hparams: Any) -> dict[str, Any]:
     {"builder": an `EXAMPLES` name, **its parameters}. Equal recipes → equal examples."""
     from tff_rec.models.examples import EXAMPLES
 
-    entry = _entry(name)
+    entry = MODELS.entry(name)
     config = resolve_hparams(name, **hparams)
     return {"builder": entry.examples, **EXAMPLES[entry.examples].params(config, task_seed)}

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import math
 import numbers
 from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 
-from tff_rec import plugins
+from tff_rec.params import AT_LEAST_ONE, NONNEGATIVE, POSITIVE, Param
 from tff_rec.data.types import LeaveOneOutSplit
 from tff_rec.partition import users as user_view
+from tff_rec.registry import Registry
 
 PrivacyUnit = Literal["user", "silo"]
 
@@ -45,61 +45,8 @@ class Partition:
         return np.sort(np.concatenate([np.empty(0, np.int64), *self.clients.values()]))
 
 
-# --- parameters ---------------------------------------------------------------------------------
-
-
 def _label(name: str) -> str:
     return f"partition.{name}"
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{_label(name)} must be a positive integer. Found {value!r}.")
-
-
-def _optional_positive_int(name: str, value: Any) -> None:
-    if value is not None:
-        _positive_int(name, value)
-
-
-def _finite_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{_label(name)} must be a finite number. Found {value!r}.")
-
-
-def _positive_number(name: str, value: Any) -> None:
-    _finite_number(name, value)
-    if value <= 0:
-        raise ValueError(f"{_label(name)} must be > 0. Found {value}.")
-
-
-def _non_negative_number(name: str, value: Any) -> None:
-    _finite_number(name, value)
-    if value < 0:
-        raise ValueError(f"{_label(name)} must be >= 0. Found {value}.")
-
-
-def _one_of(*allowed: str) -> Callable[[str, Any], None]:
-    def check(name: str, value: Any) -> None:
-        if value not in allowed:
-            raise ValueError(f"{_label(name)} must be one of {', '.join(allowed)}. Found {value!r}.")
-
-    return check
-
-
-def _optional_str(name: str, value: Any) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{_label(name)} must be a string. Found {value!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """A scheme parameter: its default, a data-independent check that raises ValueError, and its
-    help (`tff-rec tasks schema`)."""
-
-    default: Any
-    check: Callable[[str, Any], None]
-    help: str = ""
 
 
 # --- partitioners -------------------------------------------------------------------------------
@@ -266,85 +213,72 @@ def _pathological(
 class Scheme:
     """A registered partitioning scheme.
 
-    partitioner returns either numbered groups (named client-0000, …) or named clients.
+    params: the keys it adds to [partition] (`tff_rec.params.Param`), checked at task load; what
+      depends on the data (K at most the number of users, ...) the partitioner checks.
+    partitioner(split, users, rng, **params) returns either numbered groups (named client-0000,
+      …) or named clients.
     """
 
     name: str
     privacy_unit: PrivacyUnit
-    params: Mapping[str, Param]
+    params: tuple[Param, ...]
     description: str
     partitioner: Callable[..., Any]
     needs_categories: bool = False
 
 
-NUM_CLIENTS = Param(10, _positive_int, "number of clients K")
+NUM_CLIENTS = Param("num_clients", int, 10, "number of clients K", AT_LEAST_ONE)
 
-SCHEMES: dict[str, Scheme] = {
-    scheme.name: scheme
-    for scheme in (
-        Scheme("natural", "user", {}, "One client per user (cross-device, user-level privacy).", _natural),
-        Scheme("iid", "silo", {"num_clients": NUM_CLIENTS}, "Users shuffled into K equal-size clients.", _iid),
-        Scheme(
-            "dirichlet",
-            "silo",
-            {"num_clients": NUM_CLIENTS, "alpha": Param(0.5, _positive_number, "Dirichlet concentration: smaller is more skewed")},
-            "Category label skew: each category's users split over K clients by Dirichlet(alpha) shares.",
-            _dirichlet,
-            needs_categories=True,
+SCHEMES: Registry[Scheme] = Registry("partition scheme", "partition.scheme", group="tff_rec.partitioners", entries=(
+    Scheme("natural", "user", (), "One client per user (cross-device, user-level privacy).", _natural),
+    Scheme("iid", "silo", (NUM_CLIENTS,), "Users shuffled into K equal-size clients.", _iid),
+    Scheme(
+        "dirichlet",
+        "silo",
+        (NUM_CLIENTS, Param("alpha", float, 0.5, "Dirichlet concentration: smaller is more skewed", POSITIVE)),
+        "Category label skew: each category's users split over K clients by Dirichlet(alpha) shares.",
+        _dirichlet,
+        needs_categories=True,
+    ),
+    Scheme(
+        "quantity",
+        "silo",
+        (
+            NUM_CLIENTS,
+            Param("law", str, "power", "client-size law", choices=tuple(SIZE_LAWS)),
+            Param("skew", float, 1.0, "size skew (0 = equal sizes)", NONNEGATIVE),
         ),
-        Scheme(
-            "quantity",
-            "silo",
-            {
-                "num_clients": NUM_CLIENTS,
-                "law": Param("power", _one_of(*SIZE_LAWS), "client-size law: power or lognormal"),
-                "skew": Param(1.0, _non_negative_number, "size skew (0 = equal sizes)"),
-            },
-            "Quantity skew: K client sizes drawn from a power or log-normal law (skew 0 = equal).",
-            _quantity,
-        ),
-        Scheme(
-            "attribute",
-            "silo",
-            {"attribute": Param(None, _optional_str, "the user attribute whose values are the clients"),
-             "num_clients": Param(None, _optional_positive_int, "merge the smallest values down to this many clients")},
-            "One client per value of a user attribute; smallest values merged down to num_clients if set.",
-            _attribute,
-        ),
-        Scheme(
-            "pathological",
-            "silo",
-            {"num_clients": NUM_CLIENTS, "classes_per_client": Param(2, _positive_int, "categories per client")},
-            "Shard split by dominant category: each client holds users of about classes_per_client categories.",
-            _pathological,
-            needs_categories=True,
-        ),
-    )
-}
-
-
-def _scheme(name: str) -> Scheme:
-    if name not in SCHEMES and not plugins.lookup("tff_rec.partitioners", name):
-        raise ValueError(f"{_label('scheme')} {name!r} is unknown; available: {', '.join(SCHEMES)}.")
-    return SCHEMES[name]
+        "Quantity skew: K client sizes drawn from a power or log-normal law (skew 0 = equal).",
+        _quantity,
+    ),
+    Scheme(
+        "attribute",
+        "silo",
+        (Param("attribute", str, None, "the user attribute whose values are the clients (required)", optional=True),
+         Param("num_clients", int, None, "merge the smallest values down to this many clients (unset: one client per value)",
+               AT_LEAST_ONE, optional=True)),
+        "One client per value of a user attribute; smallest values merged down to num_clients if set.",
+        _attribute,
+    ),
+    Scheme(
+        "pathological",
+        "silo",
+        (NUM_CLIENTS, Param("classes_per_client", int, 2, "categories per client", AT_LEAST_ONE)),
+        "Shard split by dominant category: each client holds users of about classes_per_client categories.",
+        _pathological,
+        needs_categories=True,
+    ),
+))
 
 
 def scheme_params(name: str) -> dict[str, Any]:
     """The parameters scheme ``name`` accepts, with their defaults."""
-    return {key: param.default for key, param in _scheme(name).params.items()}
+    return SCHEMES.defaults(name)
 
 
 def resolve_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``params`` for scheme ``name`` without data and fill defaults; ValueError on bad input."""
-    scheme = _scheme(name)
-    unknown = sorted(set(params) - set(scheme.params))
-    if unknown:
-        allowed = ", ".join(scheme.params) or "none"
-        raise ValueError(f"{_label(unknown[0])} is not a parameter of scheme {name!r}; allowed: {allowed}.")
-    resolved = {key: params.get(key, param.default) for key, param in scheme.params.items()}
-    for key, param in scheme.params.items():
-        param.check(key, resolved[key])
-    return resolved
+    return SCHEMES.validate(name, params)
 
 
 def _client_ids(count: int) -> list[str]:
@@ -358,8 +292,9 @@ def partition(split: LeaveOneOutSplit, scheme: str, seed: int, **params: Any) ->
     Raises ValueError naming the task key (``partition.<param>``) for bad parameters or parameters the
     dataset cannot satisfy.
     """
-    chosen = _scheme(scheme)
-    resolved = resolve_params(scheme, params)
+    chosen = SCHEMES.entry(scheme)
+    resolve_params(scheme, params)  # as written (TOML `alpha = 1` stays 1 in records), defaults filled
+    resolved = {**scheme_params(scheme), **params}
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"partition seed must be a non-negative integer. Found {seed!r}.")
     if chosen.needs_categories and not user_view.has_categories(split.data):

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-from tff_rec import plugins
 from tff_rec.lazy import Ref
-from tff_rec.privacy.params import NONNEGATIVE, POSITIVE, UNIT_INTERVAL, Param, Range, validate
+from tff_rec.params import NONNEGATIVE, POSITIVE, UNIT_INTERVAL, Param, Range
+from tff_rec.registry import Registry
 
 MAX_NOISE_SEED = 2**63 - 1  # stateless seeds are int64
 # Why a mechanism refuses privacy.noise_cohort_size unless it declares otherwise (`nominal.py`).
@@ -51,6 +51,10 @@ class Mechanism:
         set `privacy.noise_cohort_size` / `privacy.population`, and ε is accounted for C_nom.
       nominal_refusal: why the mechanism refuses those keys when `nominal_cohort` is False (shown
         in the task's error).
+      sampling: the one client sampler (`algorithm.sampling`) its analysis assumes; a task with
+        another is refused at load. None: any sampler.
+      rules: its rules on the task's other keys, checked at load: `rule(privacy, algorithm)`
+        (the resolved sections) raises ValueError naming the keys, the values and what is allowed.
     """
 
     name: str
@@ -65,6 +69,8 @@ class Mechanism:
     query_builder: Optional[Callable[..., Any]] = None  # → tfp.DPQuery
     nominal_cohort: bool = False
     nominal_refusal: str = NOMINAL_NOT_DERIVED
+    sampling: Optional[str] = None
+    rules: tuple[Callable[[Mapping[str, Any], Mapping[str, Any]], None], ...] = ()
 
     def build(self, **arguments: Any) -> Any:
         """The aggregator: `builder`'s, or the query in a `QueryAggregatorFactory`."""
@@ -73,10 +79,6 @@ class Mechanism:
         from tff_rec.privacy.aggregator import QueryAggregatorFactory
 
         return QueryAggregatorFactory(self.query_builder(**arguments))
-
-    def defaults(self) -> dict:
-        """The parameter defaults."""
-        return {param.name: param.default for param in self.params}
 
 
 # ---------------------------------------------------------------- parameters (shared declarations)
@@ -164,6 +166,54 @@ def adaptive_noise_split(
     return (noise_multiplier**-2 - (2 * stddev) ** -2) ** -0.5, stddev
 
 
+def _adaptive_noise_rule(privacy: Mapping[str, Any], algorithm: Mapping[str, Any]) -> None:
+    """Adaptive clipping's split of an explicit noise multiplier between the update sum and the
+    clipped count (TFF's rule: the count's noise multiplier 2s must exceed the total z), for the
+    nominal cohort when the noise is calibrated for one (`nominal.py`)."""
+    if privacy["target_epsilon"] is not None:
+        return
+    params = privacy["params"]
+    try:
+        adaptive_noise_split(params["noise_multiplier"],
+                             privacy.get("noise_cohort_size") or algorithm["clients_per_round"],
+                             params["clipped_count_stddev"])
+    except ValueError as error:
+        raise ValueError(
+            f"{error} (privacy.mechanism = 'adaptive', privacy.noise_multiplier = "
+            f"{params['noise_multiplier']!r}, algorithm.clients_per_round = "
+            f"{algorithm['clients_per_round']})"
+        ) from None
+
+
+# Why `ddp` is registered (parameters, accounting note) but refused at task load.
+DDP_UNAVAILABLE = (
+    "TFF 0.87 fails to build a learning process around tff.learning.ddp_secure_aggregator with "
+    "the installed protobuf (4.25, upb): serializing the composed computation raises "
+    "'DecodeError: Error parsing message' (its nesting is too deep for upb; the pure-Python "
+    "protobuf did not finish building it in 5 minutes). The aggregator alone builds and runs."
+)
+DDP_ACCOUNTING = (
+    "not accounted: TFF's ddp_secure_aggregator adds distributed Skellam noise after random "
+    "rotation, scaling and modular rounding, with an adaptive clip estimated from noisy counts; "
+    "dp-accounting has no event for this mechanism (and the rounding inflates the sensitivity "
+    "beyond the clip), so no ε is claimed"
+)
+
+
+def _ddp_rule(privacy: Mapping[str, Any], algorithm: Mapping[str, Any]) -> None:
+    """ddp: TFF's bound on its noise, and why it cannot run here."""
+    clients = algorithm["clients_per_round"]
+    try:
+        adaptive_noise_split(privacy["params"]["noise_multiplier"], clients, None)
+    except ValueError:
+        raise ValueError(
+            f"privacy.mechanism = 'ddp' needs privacy.noise_multiplier < 0.1 × "
+            f"algorithm.clients_per_round = {0.1 * clients:g} (TFF's adaptive clip estimate takes "
+            f"noise 0.05 × clients per round). Found {privacy['params']['noise_multiplier']!r}."
+        ) from None
+    raise ValueError(f"privacy.mechanism = 'ddp' cannot run here: {DDP_UNAVAILABLE}")
+
+
 DDP_BITS = Param(
     "bits", int, 20, "Bit width of the secure sum (TFF allows 1 to 22).", Range(low=1, high=22)
 )
@@ -171,9 +221,8 @@ DDP_BITS = Param(
 
 # ---------------------------------------------------------------- registry
 
-MECHANISMS: dict[str, Mechanism] = {
-    mechanism.name: mechanism
-    for mechanism in (
+MECHANISMS: Registry[Mechanism] = Registry(
+    "privacy mechanism", "privacy.mechanism", group="tff_rec.mechanisms", entries=(
         Mechanism(
             name="none",
             description="No clipping, no noise: plain federated averaging, no DP guarantee.",
@@ -226,6 +275,7 @@ MECHANISMS: dict[str, Mechanism] = {
             ),
             noise_sets_epsilon=True,
             nominal_cohort=True,
+            rules=(_adaptive_noise_rule,),
         ),
         Mechanism(
             name="tree",
@@ -244,6 +294,7 @@ MECHANISMS: dict[str, Mechanism] = {
             analysis="tree",
             noise_sets_epsilon=True,
             nominal_cohort=True,
+            sampling="shuffle",  # its accounting assumes each client at most once per tree
         ),
         Mechanism(
             name="ddp",
@@ -258,31 +309,22 @@ MECHANISMS: dict[str, Mechanism] = {
             params=(NOISE_MULTIPLIER, DDP_BITS),
             builder=Ref("tff_rec.privacy.mechanisms:_build_ddp"),
             accounted_noise_multiplier=lambda params: None,
-            accounting_note=(
-                "not accounted: TFF's ddp_secure_aggregator adds distributed Skellam noise after "
-                "random rotation, scaling and modular rounding, with an adaptive clip estimated "
-                "from noisy counts; dp-accounting has no event for this mechanism (and the "
-                "rounding inflates the sensitivity beyond the clip), so no ε is claimed"
-            ),
+            accounting_note=DDP_ACCOUNTING,
+            rules=(_ddp_rule,),
             nominal_refusal=(
                 "its noise is drawn by each client (Skellam shares in a secure modular sum whose "
                 "bits, scaling and rounding are set for the clients that take part), so it cannot "
                 "be rescaled to a nominal cohort's; its ε is not accounted either"
             ),
         ),
-    )
-}
+    ),
+)
 
 
 def get_mechanism(name: str) -> Mechanism:
-    """The registered mechanism `name`, or ValueError listing the allowed names."""
-    try:
-        if name not in MECHANISMS:
-            plugins.lookup("tff_rec.mechanisms", name)
-        return MECHANISMS[name]
-    except (KeyError, TypeError):
-        allowed = ", ".join(sorted(MECHANISMS))
-        raise ValueError(f"privacy.mechanism must be one of {allowed}. Found {name!r}.") from None
+    """The registered mechanism `name` (a plugin's is loaded on first use), or ValueError listing
+    the allowed names."""
+    return MECHANISMS.entry(name)
 
 
 def nominal_mechanisms() -> list[str]:
@@ -307,4 +349,4 @@ def validate_params(mechanism: str, params: Mapping[str, Any]) -> dict:
       ValueError: unknown mechanism, unknown key, wrong type or out-of-range value; the message
         names the key and the allowed values (`privacy.clip must be positive. Found -1.`).
     """
-    return validate(params, get_mechanism(mechanism).params, owner=mechanism)
+    return MECHANISMS.validate(mechanism, params)

@@ -23,7 +23,7 @@ Mechanisms:
             clients rotate, scale, round and noise their updates with Skellam noise, and the server
             sees only the `bits`-bit modular secure sum. Its noise comes from TFF's own seeds (not
             the task seed), and ε is not reported: see its `accounting_note`. Task files cannot
-            select it yet: `registries.DDP_UNAVAILABLE` says why.
+            select it yet: `mechanism_registry.DDP_UNAVAILABLE` says why.
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ from tff_rec.privacy.mechanism_registry import (  # noqa: F401  (MECHANISMS, val
     MAX_NOISE_SEED, MECHANISMS, _is_int, adaptive_noise_split, get_mechanism, noise_scale,
     nominal_mechanisms, nominal_refusal, validate_params,
 )
-from tff_rec.privacy.params import validate
 from tff_rec.privacy.queries import SeededGaussianSumQuery, SeededQuantileAdaptiveClipSumQuery
 
 Aggregator = Optional[tff.aggregators.UnweightedAggregationFactory]
@@ -227,7 +226,7 @@ def initial_query_state(
     query = chosen.query_builder(
         clients_per_round=clients_per_round, noise_seed=noise_seed,
         **_nominal_argument(mechanism, noise_cohort_size),
-        **validate(params, chosen.params, owner=mechanism),
+        **validate_params(mechanism, params),
     )
     return tf.nest.map_structure(np.asarray, query.initial_global_state())
 
@@ -268,5 +267,5 @@ def build_aggregator(
         clients_per_round=clients_per_round,
         noise_seed=noise_seed,
         **_nominal_argument(mechanism, noise_cohort_size),
-        **validate(params, chosen.params, owner=mechanism),
+        **validate_params(mechanism, params),
     )
