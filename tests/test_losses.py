@@ -208,8 +208,8 @@ def test_a_model_trains_with_each_loss(loss: str, params: dict) -> None:
 
 
 @pytest.mark.parametrize("hparams, message", [
-    ({"num_negatives": 0}, "model.num_negatives must be a positive integer. Found 0."),
-    ({"num_negatives": True}, "model.num_negatives must be a positive integer. Found True."),
+    ({"num_negatives": 0}, "model.num_negatives must be at least 1. Found 0."),
+    ({"num_negatives": True}, "model.num_negatives must be an integer. Found True."),
     ({"gbce_t": 1.5}, "model.gbce_t must be in [0, 1]. Found 1.5."),
     ({"gbce_t": -0.1}, "model.gbce_t must be in [0, 1]. Found -0.1."),
     ({"loss": "bpr"}, "model.loss must be one of softmax, sampled_softmax, bce, gbce. Found 'bpr'."),

@@ -124,4 +124,4 @@ def test_tasks_describe_reports_the_exact_parameter_count(tmp_path: Path, capsys
     assert cli.main(["tasks", "describe", str(path)]) == 0
     assert f"parameters: {models.build_model('bert4rec', 40, seed=0, size='tiny', embedding_dim=24, max_len=12).count_params():,}" in capsys.readouterr().out
     assert cli.main(["tasks", "describe", str(path), "--set", "model.size=huge"]) == 2
-    assert "model.size must be one of tiny, small, base, large. Found 'huge'." in capsys.readouterr().err
+    assert "key 'model.size' must be one of tiny, small, base, large. Found 'huge'." in capsys.readouterr().err

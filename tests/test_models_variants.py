@@ -129,10 +129,10 @@ def _without(hparams: models.CommonHParams, *keys: str, **changes: object) -> di
         ("sasrec", {"size": "huge"}, "model.size must be one of tiny, small, base, large, paper. Found 'huge'."),
         ("bert4rec", {"loss": "bpr"}, "model.loss must be one of softmax, sampled_softmax, bce, gbce. Found 'bpr'."),
         ("sasrec", {"size": "large", "num_heads": 3}, "model.num_heads must divide model.embedding_dim. Found 512 and 3."),
-        ("bert4rec", {"mask_rate": 0.0}, "model.mask_rate must be in (0, 1]. Found 0."),
-        ("bert4rec", {"dupe_factor": 0}, "model.dupe_factor must be a positive integer. Found 0."),
-        ("gru4rec", {"num_layers": 1.5}, "model.num_layers must be a positive integer. Found 1.5."),
-        ("gru4rec", {"num_sampled": -1}, "model.num_sampled must be a positive integer. Found -1."),
+        ("bert4rec", {"mask_rate": 0.0}, "model.mask_rate must be in (0, 1]. Found 0.0."),
+        ("bert4rec", {"dupe_factor": 0}, "model.dupe_factor must be in [1, 1000] (masked copies of every user's sequence are built up front). Found 0."),
+        ("gru4rec", {"num_layers": 1.5}, "model.num_layers must be an integer. Found 1.5."),
+        ("gru4rec", {"num_sampled": -1}, "model.num_sampled must be in [1, 1000000] (negatives per training batch). Found -1."),
     ],
 )
 def test_bad_model_keys_are_named(name: str, hparams: dict, message: str) -> None:

@@ -41,11 +41,12 @@ class Registry(dict, Generic[E]):
     def entry(self, name: Any) -> E:
         """The entry `name` (an installed plugin's is registered first), else `error` listing
         the allowed names: "partition.scheme must be one of iid, natural. Found 'x'."."""
-        if name not in self and self.group is not None:
+        known = isinstance(name, str) and name in self
+        if not known and isinstance(name, str) and self.group is not None:
             from tff_rec import plugins
 
-            plugins.lookup(self.group, name)
-        if not isinstance(name, str) or name not in self:
+            known = plugins.lookup(self.group, name)
+        if not known:
             raise self.error(f"{self.key} must be one of {', '.join(sorted(self))}. Found {name!r}.")
         return self[name]
 
