@@ -173,7 +173,7 @@ def test_population_alone_accounts_over_the_larger_population():
     ({"mechanism": "clip", "noise_cohort_size": 100}, "privacy.noise_cohort_size", "no noise"),
     ({"mechanism": "none", "population": 1000}, "privacy.population", "no noise"),
     ({"noise_cohort_size": 0}, "privacy.noise_cohort_size", "must be positive"),
-    ({"noise_cohort_size": 1.5}, "privacy.noise_cohort_size", "must be a integer"),
+    ({"noise_cohort_size": 1.5}, "privacy.noise_cohort_size", "must be an integer"),
 ])
 def test_wrong_claims_are_spec_errors_naming_the_key(privacy, key, words):
     raw = {"algorithm": {"clients_per_round": 10, "rounds": 3},

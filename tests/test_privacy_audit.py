@@ -101,7 +101,7 @@ def test_settings_are_task_keys_with_defaults_and_errors():
     for text, message in [
         ("canary = 3", "unknown key 'privacy.audit.canary'"),
         ("canaries = 1", "'privacy.audit.canaries' must be at least 2"),
-        ("canaries = 2.5", "'privacy.audit.canaries' must be a integer"),
+        ("canaries = 2.5", "'privacy.audit.canaries' must be an integer"),
         ("confidence = 1.0", "'privacy.audit.confidence' must be in \\(0, 1\\)"),
         ('fault = "leaky"', "'privacy.audit.fault' must be one of 'none', 'no_noise'"),
     ]:

@@ -458,16 +458,17 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "integer", float: "number", str: "string", list: "list", type(None): "absent",
-             bool: "true or false"}
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+    """'an integer', 'a number or absent', 'true or false': what a key of `types` must be."""
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list",
+             type(None): "absent", bool: "true or false"}
+    return " or ".join(dict.fromkeys(names.get(t, f"a {t.__name__}") for t in types))
 
 
 def _check_value(source: str, key: str, value: Any, field: Field) -> Any:
     is_bool = isinstance(value, bool) and bool not in field.types  # a bool is an int to Python
     if is_bool or not isinstance(value, field.types):
         raise SpecError(
-            f"{source}: key '{key}' must be a {_type_name(field.types)}. Found {value!r}."
+            f"{source}: key '{key}' must be {_type_name(field.types)}. Found {value!r}."
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError(f"{source}: key '{key}' must be finite. Found {value!r}.")
