@@ -167,27 +167,27 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed_offset": Field(INT, 0, non_negative, "extra offset for model init seeds (ablations)"),
     },
     "algorithm": {
-        "name": Field(STR, "fedavg", algorithm_name),
-        "rounds": Field(INT, 20, positive_at_most(MAX_ROUNDS, ROUNDS_WHY)),
-        "clients_per_round": Field(INT, 32, positive),
+        "name": Field(STR, "fedavg", algorithm_name, "a federated algorithm (Federated algorithms, below), or centralized | popularity"),
+        "rounds": Field(INT, 20, positive_at_most(MAX_ROUNDS, ROUNDS_WHY), "federated rounds (one metrics row each)"),
+        "clients_per_round": Field(INT, 32, positive, "clients a round trains (the expected number under poisson sampling)"),
         "sampling": Field(
             STR, "fixed", one_of(*SAMPLERS),
             "client sampling: " + "; ".join(f"{s.name}: {s.description}" for s in SAMPLERS.values()),
         ),
     },
     "algorithm.client": {
-        "optimizer": Field(STR, "sgd", one_of(*OPTIMIZERS)),
-        "learning_rate": Field(FLOAT, 0.5, positive),
-        "local_epochs": Field(INT, 1, positive),
-        "batch_size": Field(INT, 16, positive),
+        "optimizer": Field(STR, "sgd", one_of(*OPTIMIZERS), "the optimizer of each client's local steps"),
+        "learning_rate": Field(FLOAT, 0.5, positive, "the clients' learning rate (round 1, see lr_decay)"),
+        "local_epochs": Field(INT, 1, positive, "passes over its data a client makes in a round"),
+        "batch_size": Field(INT, 16, positive, "examples per local step"),
         "lr_decay": Field(
             FLOAT, 1.0, positive,
             "client learning rate in round r = learning_rate × lr_decay^(r-1) (1 = constant)", False,
         ),
     },
     "algorithm.server": {
-        "optimizer": Field(STR, "sgd", one_of(*OPTIMIZERS)),
-        "learning_rate": Field(FLOAT, 1.0, positive),
+        "optimizer": Field(STR, "sgd", one_of(*OPTIMIZERS), "the optimizer that applies the round's average update to the global model (sgd with lr 1: FedAvg; adam: FedAdam; yogi: FedYogi)"),
+        "learning_rate": Field(FLOAT, 1.0, positive, "the server's learning rate (round 1, see lr_decay)"),
         "momentum": Field(FLOAT, 0.0, non_negative, "sgd: momentum (0 = none); sgdm: 0 means 0.9"),
         # Absent (None) = TFF's default for the chosen optimizer; see algorithms.OPTIMIZER_HPARAMS.
         "beta_1": Field(OPTIONAL_FLOAT, None, beta, "adam, yogi: first-moment decay (TFF: 0.9)", False),
@@ -209,10 +209,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "mu": Field(FLOAT, algorithm_registry.FEDPROX_MU, non_negative, "proximal strength (0 = FedAvg)", False),
     },
     "algorithm.centralized": {
-        "epochs": Field(INT, 10, positive_at_most(MAX_ROUNDS, "one metrics row per epoch")),
-        "batch_size": Field(INT, 64, positive),
-        "optimizer": Field(STR, "adam", one_of(*KERAS_OPTIMIZERS)),
-        "learning_rate": Field(FLOAT, 1e-3, positive),
+        "epochs": Field(INT, 10, positive_at_most(MAX_ROUNDS, "one metrics row per epoch"), "passes over the training data"),
+        "batch_size": Field(INT, 64, positive, "examples per step"),
+        "optimizer": Field(STR, "adam", one_of(*KERAS_OPTIMIZERS), "the Keras optimizer (no yogi in Keras)"),
+        "learning_rate": Field(FLOAT, 1e-3, positive, "its learning rate"),
         # Absent (None) = Keras's default; see KERAS_OPTIMIZER_HPARAMS.
         "beta_1": Field(OPTIONAL_FLOAT, None, beta, "adam: first-moment decay (Keras: 0.9)", False),
         "beta_2": Field(
@@ -226,7 +226,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "target_epsilon": Field(
             OPTIONAL_FLOAT, None, doc="calibrate the noise multiplier to reach this ε after all rounds"
         ),
-        "accountant": Field(STR, "rdp", one_of("rdp", "pld")),
+        "accountant": Field(STR, "rdp", one_of("rdp", "pld"), "ε accountant of dp-accounting: rdp (Rényi DP) or pld (privacy loss distributions)"),
         # Nominal cohort (tff_rec/privacy/nominal.py): noise and ε of C_nom clients out of a
         # population, while C = algorithm.clients_per_round train. Absent: not hashed.
         "noise_cohort_size": Field(
@@ -242,7 +242,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "every": Field(INT, 5, positive, "validate every N rounds (epochs for centralized)"),
         "ks": Field(LIST, [10], positive_int_list, "cut-offs K for HR@K and NDCG@K"),
         "num_negatives": Field(INT, 100, positive, "negatives for sampled ranking"),
-        "negative_sampling": Field(STR, "uniform", one_of("uniform", "popularity")),
+        "negative_sampling": Field(STR, "uniform", one_of("uniform", "popularity"), "how sampled-ranking negatives are drawn among the items the user never interacted with"),
         "batch_size": Field(INT, 512, positive, "users ranked at once (fewer when a batch's [b, V] arrays would pass 512 MiB)"),
         "validation_users": Field(
             (int, type(None)), None, positive,
