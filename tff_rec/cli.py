@@ -387,6 +387,10 @@ def _simulated(args: argparse.Namespace, noise: float) -> dict[str, Any]:
                           "aggregator_noise_multiplier": noise * scale}}
 
 
+MECHANISM_HELP = ("a mechanism whose noise multiplier sets ε: gaussian, adaptive (its total z: "
+                  "updates and clipped count), tree, or an installed plugin's")
+
+
 def _accounted_mechanism(name: str) -> str:
     """--mechanism: a registered mechanism (a plugin's too) whose noise multiplier sets ε."""
     from tff_rec.privacy.mechanism_registry import MECHANISMS
@@ -689,14 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
     epsilon = privacy.add_parser("epsilon", help="ε from RDP and PLD accountants")
     epsilon.add_argument("--noise-multiplier", type=_number(0), required=True)
     epsilon.add_argument("--mechanism", type=_accounted_mechanism, default="gaussian",
-                         help="a mechanism whose noise multiplier sets ε: gaussian, adaptive (its total z: updates and clipped count), tree, or an installed plugin's")
+                         help=MECHANISM_HELP)
     _add_privacy_args(epsilon)
     epsilon.set_defaults(handler=cmd_privacy_epsilon)
     calibrate = privacy.add_parser("calibrate", help="smallest noise multiplier meeting ε")
     calibrate.add_argument("--target-epsilon", type=_number(0, low_open=True), required=True)
     calibrate.add_argument("--accountant", choices=("rdp", "pld"), default="rdp")
     calibrate.add_argument("--mechanism", type=_accounted_mechanism, default="gaussian",
-                           help="a mechanism whose noise multiplier sets ε: gaussian, adaptive (its total z: updates and clipped count), tree, or an installed plugin's")
+                           help=MECHANISM_HELP)
     _add_privacy_args(calibrate)
     calibrate.set_defaults(handler=cmd_privacy_calibrate)
     audit = privacy.add_parser("audit", help="empirical lower bound on ε (canary audit) beside "

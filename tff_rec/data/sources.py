@@ -6,11 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from tff_rec.registry import Registry
 from tff_rec.data import amazon, lastfm, movielens, sequence_file, steam, synthetic
 from tff_rec.data.errors import DataError
 from tff_rec.data.types import Interactions
 from tff_rec.params import Param
+from tff_rec.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +129,12 @@ def source_params(name: str) -> dict[str, Any]:
 def param_problem(name: str, params: Mapping[str, Any]) -> Optional[tuple[str, str]]:
     """(parameter, what is wrong) for the first bad parameter of dataset ``name``, or None:
     the declarations first, then the rules between them. ``params`` may leave defaults out."""
+    source = get_source(name)  # an unknown name: DataError
     try:
         arguments = SOURCES.validate(name, params)
-    except DataError:
-        raise
     except ValueError as error:  # "data.users must be ..." → ("users", "must be ...")
         key, text = str(error).split(" ", 1)
         return key.split(".", 1)[1], text
-    source = get_source(name)
     return source.check(**arguments) if source.check is not None else None
 
 
