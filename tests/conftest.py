@@ -17,12 +17,12 @@ atexit.register(runtime.shutdown)
 # whole files to its two processes in collection order (`--dist loadfile --no-loadscope-reorder`,
 # pyproject.toml): a long file handed out last would run alone at the end.
 HEAVY_FIRST = (
-    "test_end_to_end.py", "test_faults.py", "test_ray_engine.py", "test_workers.py",
-    "test_notebooks.py", "test_determinism.py", "test_algorithms.py", "test_subcohort.py",
-    "test_plan.py", "test_noise_cohort.py",
-    "test_reference.py", "test_privacy_accounting.py", "test_cardinality.py",
-    "test_privacy_audit.py", "test_fast_commands.py", "test_plugins.py", "test_models.py",
-    "test_algorithm_tasks.py", "test_saved_models.py", "test_losses.py", "test_extending.py",
+    "test_end_to_end.py", "test_ray_engine.py", "test_faults.py", "test_cardinality.py",
+    "test_notebooks.py", "test_reference.py", "test_determinism.py", "test_workers.py",
+    "test_plan.py", "test_algorithms.py", "test_privacy_accounting.py", "test_extending.py",
+    "test_subcohort.py", "test_saved_models.py", "test_privacy_audit.py", "test_noise_cohort.py",
+    "test_plugins.py", "test_live_outputs.py", "test_algorithm_tasks.py", "test_fast_commands.py",
+    "test_models_training.py", "test_models.py", "test_losses.py", "test_api.py",
 )
 
 
