@@ -14,7 +14,7 @@ atexit.register(runtime.shutdown)
 
 
 # The heaviest files first (their share of one full run's test time, largest first). xdist hands
-# whole files to its two processes in collection order (`--dist loadfile --no-loadscope-reorder`,
+# whole files to its processes in collection order (`--dist loadfile --no-loadscope-reorder`,
 # pyproject.toml): a long file handed out last would run alone at the end.
 HEAVY_FIRST = (
     "test_end_to_end.py", "test_ray_engine.py", "test_faults.py", "test_cardinality.py",
