@@ -2,6 +2,9 @@
 validation reads those declarations, so every type and range is checked when the task loads."""
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import pytest
 
 from tff_rec import registry
@@ -9,6 +12,7 @@ from tff_rec.aggregation import METHODS
 from tff_rec.algorithm_registry import ALGORITHMS
 from tff_rec.data.sources import SOURCES
 from tff_rec.errors import SpecError
+from tff_rec.models.hparams import CommonHParams, declared
 from tff_rec.models.loss_registry import LOSSES
 from tff_rec.models.registry import MODELS
 from tff_rec.params import Param
@@ -79,3 +83,18 @@ def test_int_written_for_a_float_is_typed_and_defaults_are_filled():
     assert task.sections["partition"]["params"] == {"num_clients": 10, "alpha": 1.0}
     assert task.sections["privacy"]["params"] == {"clip": 2.0, "noise_multiplier": 1.0}
     assert isinstance(task.sections["privacy"]["params"]["clip"], float)
+
+
+def test_a_plugin_model_key_without_a_declaration_is_typed_by_its_default():
+    """A plugin's hyperparameter class may add plain dataclass fields: each is a key of its own,
+    typed by its default, and the rest is the class's `validate`."""
+    @dataclasses.dataclass(frozen=True)
+    class Plain(CommonHParams):
+        PRESETS: ClassVar[dict] = {"base": {"embedding_dim": 8}}
+        width: int = 3
+        note: object = None
+
+    assert Plain(width=5).width == 5 and Plain(note=[1]).note == [1]
+    with pytest.raises(ValueError, match=r"^model.width must be an integer. Found 'x'.$"):
+        Plain(width="x")
+    assert [param.name for param in declared(Plain)][-2:] == ["width", "note"]

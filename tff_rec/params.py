@@ -72,7 +72,8 @@ class Param:
 
     Attributes:
       name: the key in the entry's task section (`privacy.clip`, `partition.alpha`).
-      kind: `float`, `int`, `bool` or `str`. Ints are accepted for floats (TOML `clip = 1`).
+      kind: `float`, `int`, `bool` or `str` (checked here; any other type is left to the entry
+        that declares it). Ints are accepted for floats (TOML `clip = 1`).
       default: used when the key is absent. `None` with `optional=True` means "derived" (from a
         preset or other keys, as `help` says).
       help: what the parameter does (`tff-rec tasks schema`, `--help`).
@@ -111,6 +112,8 @@ class Param:
         if self.kind is str:
             if not isinstance(value, str):
                 raise ValueError(f"{label} must be a string. Found {value!r}.")
+            return value
+        if self.kind not in _KIND_WORDS:  # a type without a declared check: the owner checks it
             return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"{label} must be {_KIND_WORDS[self.kind]}. Found {value!r}.")

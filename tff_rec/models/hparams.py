@@ -17,23 +17,25 @@ from tff_rec.models.loss_registry import LOSSES
 from tff_rec.params import AT_LEAST_ONE, Param, Range, at_most
 
 SIZES = ("tiny", "small", "base", "large")  # every model's presets; SASRec adds "paper"
-PRESET = "from the size preset"
 
 
 def hparam(default: Any, kind: type, help: str, range: Optional[Range] = None, *,
            choices: Optional[tuple[Any, ...]] = None, preset: bool = False, bound: str = "") -> Any:
     """A hyperparameter field: its dataclass default and its declaration (`declared`). `preset`:
     None (the default) means the size preset's or a derived value."""
-    return dataclasses.field(default=default, metadata={"param": dict(
+    return dataclasses.field(default=default, metadata={"preset": preset, "param": dict(
         kind=kind, help=help, range=range, choices=choices, optional=preset, bound=bound)})
 
 
 def declared(hparams: type) -> tuple[Param, ...]:
     """The `Param`s of a hyperparameter class, one per field (the `[model]` keys it takes).
-    `size` takes the class's own presets."""
+    `size` takes the class's own presets; a plain field (a plugin's, not declared with `hparam`)
+    is typed by its default and otherwise left to the class's `validate`."""
     params = []
     for field in dataclasses.fields(hparams):
-        spec = dict(field.metadata.get("param") or {"kind": object, "help": ""})
+        plain = {"kind": object if field.default is None else type(field.default), "help": "",
+                 "optional": field.default is None}
+        spec = dict(field.metadata.get("param") or plain)
         if field.name == "size":
             spec["choices"] = tuple(hparams.PRESETS)
         params.append(Param(field.name, default=field.default, **spec))
@@ -108,8 +110,10 @@ class CommonHParams:
     def validate(self) -> None:
         """Every declared key (presets and derived keys filled, so none may be None), then the
         rules between keys (subclasses extend it); ValueError naming the first bad key."""
-        for param in declared(type(self)):
-            dataclasses.replace(param, optional=False).validate(getattr(self, param.name), "model")
+        for field, param in zip(dataclasses.fields(self), declared(type(self))):
+            if field.metadata.get("preset"):  # filled by now
+                param = dataclasses.replace(param, optional=False)
+            param.validate(getattr(self, field.name), "model")
 
 
 BLOCKS = hparam(None, int, "stacked transformer blocks", at_most(100), preset=True,
