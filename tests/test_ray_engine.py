@@ -31,7 +31,7 @@ from test_end_to_end import metric_rows, summaries, tff_rec, write_study  # noqa
 from tff_rec import cli, record, runtime  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
-ROUNDS = 6  # rounds after the first: a window to kill a node mid-run (it dies at its first checkpoint)
+ROUNDS = 8  # a few seconds of rounds after the first: a window to kill a node mid-run
 ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
@@ -183,7 +183,7 @@ def study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray-study")
     path = write_study(folder, "rs", {
         "fedavg": "", "fedavg lr 0.3": '"algorithm.client.learning_rate" = 0.3'}, rounds=ROUNDS)
-    path.write_text(path.read_text().replace("every = 2", "every = 3"))
+    path.write_text(path.read_text().replace("every = 2", "every = 4"))
     return path
 
 
