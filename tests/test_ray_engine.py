@@ -31,7 +31,7 @@ from test_end_to_end import metric_rows, summaries, tff_rec, write_study  # noqa
 from tff_rec import cli, record, runtime  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
-ROUNDS = 8  # a few seconds of rounds after the first: a window to kill a node mid-run
+ROUNDS = 12  # rounds after the first checkpoint: a window of seconds to kill a node mid-run, even under load
 ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
