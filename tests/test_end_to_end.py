@@ -550,3 +550,17 @@ def test_records_of_other_code_are_stale_reused_with_a_warning_and_remade_on_req
     assert "stale" not in capsys.readouterr().err
     assert json.loads((run / record.ENV).read_text())["code_sha256"] == stale.code_sha256()
     assert metric_rows(run) == metric_rows(record.run_dir(study_dir.parent, fedavg["task_hash"], 0))
+
+
+def test_privacy_signal_shows_each_dp_variants_measured_metric(study_dir, capsys):
+    """`privacy signal --results`: the measured column is the records' mean over seeds, as in
+    `compare`, joined by task hash."""
+    study = study_dir.parent.parent / "tiny.toml"
+    assert cli.main(["privacy", "signal", str(study), "--results", str(study_dir), "--json"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)  # the one DP variant
+    assert found["variant"] == "fedavg + DP"
+    runs = summaries(study_dir)
+    mean = (runs["fedavg + DP", 0]["test"]["ndcg@10"] + runs["fedavg + DP", 1]["test"]["ndcg@10"]) / 2
+    assert found["test_ndcg@10"] == pytest.approx(mean)
+    assert cli.main(["privacy", "signal", str(study), "--results", str(study_dir), "--metric", "test_nope"]) == 2
+    assert "--metric 'test_nope' is not a column of the records" in capsys.readouterr().err

@@ -488,6 +488,48 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy_signal(args: argparse.Namespace) -> int:
+    """Signal against DP noise on the item table, per variant, from data and plan alone
+    (privacy/signal.py): why a DP row does or does not rise above popularity."""
+    from tff_rec import describe
+    from tff_rec.privacy import signal
+
+    found, noiseless, refused = [], [], []
+    pairs = describe.load_tasks(args.task, _overrides(args.set), args.variant)
+    one = len(pairs) == 1  # a task file, or one --variant: its one task is the question
+    for label, task in pairs:
+        name = label if label is not None else task.name
+        try:
+            found.append((name, signal.task_signal(task, args.seed), task.hash))
+        except signal.SignalError as error:
+            if one:
+                raise
+            (noiseless if isinstance(error, signal.NoNoise) else refused).append((name, error))
+    if not found:
+        raise signal.SignalError(f"{args.task}: no variant adds DP noise this analysis covers: "
+                                 + "; ".join(str(error) for _, error in noiseless + refused))
+    measured = None
+    if args.results is not None:  # the runs' own metric beside each ceiling
+        from tff_rec import results
+
+        measured = signal.measured(results.load_runs([args.results]), [hash_ for _, _, hash_ in found],
+                                   args.metric)
+    if args.json:
+        records = [{"variant": name, **result.to_json(),
+                    **({} if measured is None else {args.metric: measured.get(hash_)})}
+                   for name, result, hash_ in found]
+        print(json.dumps(records[0] if one else records, indent=2))
+    else:
+        print(signal.format_table([signal.table_row(name, result) for name, result, _ in found],
+                                  None if measured is None else (args.metric, [measured.get(h) for *_, h in found]),
+                                  [result.model_snr_ceiling for _, result, _ in found]))
+        if noiseless:
+            print(f"Without DP noise (left out): {', '.join(name for name, _ in noiseless)}.")
+        for name, error in refused:
+            print(f"Left out {name}: {error}")
+    return 0
+
+
 def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--population", type=_integer(2), required=True, help="number of clients N")
     parser.add_argument("--clients-per-round", type=_integer(1), required=True,
@@ -714,6 +756,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="results folder whose run records keep the audits (default: results)")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(handler=cmd_privacy_audit)
+    signal_parser = privacy.add_parser(
+        "signal", help="signal against DP noise on each item's embedding row, from the data and "
+        "the privacy plan (nothing trains): why DP does or does not beat popularity")
+    signal_parser.add_argument("task", type=Path, help="a task file, or a study file (each DP variant)")
+    signal_parser.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
+    signal_parser.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
+    signal_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    signal_parser.add_argument("--results", type=Path, default=None, metavar="DIR",
+                               help="the study's records (e.g. results/STUDY): each variant's "
+                               "measured --metric (mean over its seeds) beside its ceilings")
+    signal_parser.add_argument("--metric", default="test_ndcg@10",
+                               help="with --results: the record column shown (default test_ndcg@10)")
+    signal_parser.add_argument("--json", action="store_true")
+    signal_parser.set_defaults(handler=cmd_privacy_signal)
     return parser
 
 

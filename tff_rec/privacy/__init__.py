@@ -5,7 +5,10 @@
 - `queries`: tensorflow-privacy DPQueries with seeded, per-round-fresh noise (pure TF).
 - `accounting`: ε of T rounds under Poisson or fixed-size client sampling (RDP / PLD),
   per-round ledgers, noise calibration, the default δ rule.
-- `params`: declared mechanism parameters and their validation.
+- `mechanism_registry`: the mechanisms' declarations (parameters, analysis, sampling, rules),
+  without TensorFlow.
+- `planning`, `nominal`: a run's privacy plan; noise and ε for a nominal cohort.
+- `audit`, `signal`: the canary audit's empirical ε lower bound; signal-to-noise ceilings.
 
 `accounting` does not import TensorFlow; import `mechanisms` only where TFF is needed.
 """
