@@ -35,6 +35,9 @@ def test_item_rows_match_a_per_client_count():
     client_of_user[:90] = np.arange(90)  # every client has a user
     user_items = rng.integers(0, items + 1, size=(users, 14))  # 0 = padding, repeats within a user
     rows = signal.item_rows(client_of_user, user_items, items)
+    masked = np.where(rng.random(user_items.shape) < 0.1, items + 1, user_items)  # a mask token
+    assert np.array_equal(signal.item_rows(client_of_user, masked, items).holders,
+                          brute_force_rows(client_of_user, np.where(masked > items, 0, masked), items)[0])
     holders, per_client = brute_force_rows(client_of_user, user_items, items)
     assert rows.clients == 90
     np.testing.assert_array_equal(rows.holders, holders)

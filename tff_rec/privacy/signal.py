@@ -1,4 +1,5 @@
-"""`tff-rec privacy signal`: how much signal an item's embedding row can get against the DP noise.
+"""`tff-rec privacy signal`: how much signal the update, and each item's embedding row, can get
+against the DP noise.
 
 Why. User-level DP-FedAvg adds to every round's averaged update Gaussian noise of standard
 deviation σ = z·c / C per coordinate (z: the noise multiplier on the update sum; c: the clip; C:
@@ -92,7 +93,8 @@ class ItemRows:
 
 
 def item_rows(client_of_user: np.ndarray, user_items: np.ndarray, num_items: int) -> ItemRows:
-    """`ItemRows` from each user's client (-1: in no client) and items (int [users, k]; 0 = none).
+    """`ItemRows` from each user's client (-1: in no client) and items (int [users, k]; 0 = none,
+    above `num_items` = a mask token).
 
     Vectorized: one `np.unique` over (client, item) pairs, so 10^6 users take seconds.
     """
@@ -100,7 +102,7 @@ def item_rows(client_of_user: np.ndarray, user_items: np.ndarray, num_items: int
     width = num_items + 1
     owners = np.repeat(client_of_user.astype(np.int64), user_items.shape[1])
     items = user_items.reshape(-1).astype(np.int64)
-    keep = (items > 0) & (owners >= 0)
+    keep = (items > 0) & (items <= num_items) & (owners >= 0)  # not padding, nor BERT4Rec's mask token
     pairs = np.unique(owners[keep] * width + items[keep])
     pair_clients, pair_items = pairs // width, pairs % width
     rows_per_client = np.bincount(pair_clients, minlength=clients)
