@@ -271,11 +271,13 @@ def _orphaned_workers(marker: str) -> set[int]:
     return orphans
 
 
-def test_cli_leaves_no_worker_and_closes_its_output(tmp_path):
-    """Output read through a pipe reaches EOF (capture_output waits for it) and no TFF worker
-    outlives the command."""
+@pytest.mark.parametrize("algorithm", ["fedavg", "centralized"])
+def test_cli_leaves_no_worker_and_closes_its_output(tmp_path, algorithm):
+    """Output read through a pipe reaches EOF (capture_output waits for it), no TFF worker
+    outlives the command, and nothing is printed at exit (a centralized run starts no worker but
+    imports TFF, whose import-time context used to print a traceback at interpreter teardown)."""
     path = tmp_path / "task.toml"
-    path.write_text(task_text(rounds="1"))
+    path.write_text(task_text(rounds="1", epochs="1").replace("[algorithm]", f'[algorithm]\nname = "{algorithm}"', 1))
     marker = f"TFF_REC_TEST_MARKER={uuid.uuid4().hex}"
     done = tff_rec("run", str(path), "--out", str(tmp_path / "out"), timeout=180,
                    env={marker.split("=")[0]: marker.split("=")[1]})

@@ -783,8 +783,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     silence(args.verbose)
     threads.fix()  # before TensorFlow starts: results depend on the driver's thread count
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from tff_rec import runtime
+
+    runtime.shutdown_at_exit()  # also when no TFF worker starts (a centralized run imports TFF too)
     try:
-        from tff_rec import runtime
 
         with runtime.using_workers(getattr(args, "workers", None)):  # --workers: remote TFF workers
             return handler(args)

@@ -323,6 +323,14 @@ def shutdown() -> None:
     gc.collect()
 
 
+def shutdown_at_exit() -> None:
+    """Run `shutdown` at exit (once, whatever the calls). Importing TFF alone makes a context whose
+    ServiceManager raises in `__del__` at interpreter teardown, so any process that may import it
+    registers this, not only those that start a worker."""
+    atexit.unregister(shutdown)
+    atexit.register(shutdown)
+
+
 _terminated_by: int | None = None  # the signal that asked this process to end, once one did
 _interrupt_raised = False  # whether that SIGINT's KeyboardInterrupt has been raised
 
@@ -392,8 +400,7 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
 
     cores = max_concurrent_computation_calls or _concurrency or len(os.sched_getaffinity(0))
     _fix_mmap_threshold()
-    atexit.unregister(shutdown)
-    atexit.register(shutdown)
+    shutdown_at_exit()
     if threading.current_thread() is threading.main_thread():
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
