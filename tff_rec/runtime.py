@@ -13,7 +13,8 @@ worker we start ourselves (`_WorkerService`):
 - a worker that dies under a run is an error of that run (`WorkerDied`), never restarted behind
   its back; one stopped on purpose (`stop_workers()`) is started afresh by the next computation.
 
-`configure()` also registers `shutdown()` to run at exit and turns SIGTERM into SystemExit.
+`configure()` also registers `shutdown()` to run at exit (as the CLI does for every command:
+importing TFF is enough to need it) and turns SIGTERM into SystemExit.
 
 With `--workers` (`using_workers`, or `TFF_REC_WORKERS` in the environment) `configure()` starts
 no worker: it installs `composing.ComposingContext` over TFF worker services started elsewhere
