@@ -489,8 +489,8 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_signal(args: argparse.Namespace) -> int:
-    """Signal against DP noise on the item table, per variant, from data and plan alone
-    (privacy/signal.py): why a DP row does or does not rise above popularity."""
+    """Signal-to-noise ceilings of the update and of each item's row, per DP variant, from data
+    and plan alone (privacy/signal.py): why a DP row does or does not rise above popularity."""
     from tff_rec import describe
     from tff_rec.privacy import signal
 
@@ -757,8 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(handler=cmd_privacy_audit)
     signal_parser = privacy.add_parser(
-        "signal", help="signal against DP noise on each item's embedding row, from the data and "
-        "the privacy plan (nothing trains): why DP does or does not beat popularity")
+        "signal", help="signal-to-noise ceilings of the update and of each item's embedding row, "
+        "from the data and the privacy plan (nothing trains): why DP does or does not beat popularity")
     signal_parser.add_argument("task", type=Path, help="a task file, or a study file (each DP variant)")
     signal_parser.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
     signal_parser.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
@@ -787,7 +787,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     runtime.shutdown_at_exit()  # also when no TFF worker starts (a centralized run imports TFF too)
     try:
-
         with runtime.using_workers(getattr(args, "workers", None)):  # --workers: remote TFF workers
             return handler(args)
     except RunFailed as error:
