@@ -71,6 +71,11 @@ def test_adaptive_counts_only_the_noise_on_the_update_sum():
     assert z_value > 1.0  # part of the budget went to the clipped count
 
 
+def test_a_zero_noise_multiplier_is_refused_not_divided_by():
+    with pytest.raises(signal.NoNoise, match="noise_multiplier = 0.0: gaussian adds no noise"):
+        signal.value_noise_multiplier("gaussian", {"noise_multiplier": 0.0, "clip": 1.0}, 10)
+
+
 @pytest.mark.parametrize("mechanism, reason", [("tree", "correlated across rounds"), ("clip", "no noise")])
 def test_mechanisms_it_does_not_cover_are_refused_with_the_reason(mechanism, reason):
     with pytest.raises(signal.SignalError, match=reason):

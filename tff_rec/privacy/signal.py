@@ -162,7 +162,11 @@ class Signal:
 def value_noise_multiplier(mechanism: str, params: Mapping[str, Any], cohort: int) -> float:
     """z on the update sum of `mechanism` (SignalError for one this analysis does not cover)."""
     if mechanism in VALUE_NOISE:
-        return VALUE_NOISE[mechanism](params, cohort)
+        z = VALUE_NOISE[mechanism](params, cohort)
+        if z <= 0:
+            raise NoNoise(f"privacy.noise_multiplier = {params['noise_multiplier']}: {mechanism} adds "
+                          f"no noise, so there is no ratio to compute.")
+        return z
     reason = REFUSED.get(mechanism, "its noise on the update sum is not declared to this analysis")
     raise SignalError(f"privacy.mechanism = {mechanism!r}: no per-round signal-to-noise ratio, "
                       f"because {reason}. It covers {', '.join(VALUE_NOISE)}.")
@@ -200,7 +204,7 @@ def task_signal(task: Any, seed: int) -> Signal:
     try:  # refused before the data is read
         value_noise_multiplier(privacy.mechanism, privacy.params, privacy.accounted_cohort)
     except SignalError as error:
-        raise SignalError(f"{task.source}: {error}") from None
+        raise type(error)(f"{task.source}: {error}") from None  # NoNoise stays NoNoise
     prepared = run.data.get()
     inputs, targets = prepared.user_examples()
     client_of_user = np.full(len(inputs), -1, dtype=np.int64)
