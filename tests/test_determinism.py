@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import pytest
 from test_end_to_end import ROOT, metric_rows, task_text
 
 from tff_rec import record, threads
@@ -49,7 +50,9 @@ def _wait_for_a_round(outs: list[Path], children: list[subprocess.Popen], timeou
     """Until either run has written the metrics of its first round (both still running)."""
     deadline = time.monotonic() + timeout
     while not any(any(out.glob(f"runs/*/seed-0/{record.METRICS}")) for out in outs):
-        assert all(child.poll() is None for child in children), "a run ended before its first round"
+        for child in children:
+            if child.poll() is not None:
+                pytest.fail(f"a run ended before its first round: {child.communicate()[1][-3000:]}")
         assert time.monotonic() < deadline, "no round within the timeout"
         time.sleep(0.05)
 
