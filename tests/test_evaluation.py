@@ -356,8 +356,14 @@ def _random_split(users: int, num_items: int, seed: int = 0) -> LeaveOneOutSplit
 
 
 def _embedding_scores(num_items: int, seed: int = 1):
-    """A numpy 'model': the last input item's embedding dotted with every item's, float32."""
-    table = np.random.default_rng(seed).normal(size=(num_items + 2, 8)).astype(np.float32)
+    """A numpy 'model': the last input item's embedding dotted with every item's, float32.
+
+    The embeddings are integers below 1,000 in size, so every dot product is exact in float32
+    whatever order BLAS sums it in: a batch of 25 rows and one of 400 (different kernels, and
+    threads under load) give the same scores to the last bit, as a row-wise model should.
+    """
+    table = np.random.default_rng(seed).integers(-999, 1000, size=(num_items + 2, 8))
+    table = table.astype(np.float32)
 
     def score_fn(inputs: np.ndarray) -> np.ndarray:
         return table[inputs[:, -1]] @ table[: num_items + 1].T
