@@ -657,7 +657,9 @@ def evaluate(
     sampling or none, 40 under weighted sampling. Sampled metrics need rng and are skipped when
     num_negatives is 0. Uniform negatives: one child seed per evaluated user, drawn from rng up
     front (`row_seeds`), then `uniform_negatives` per batch; weighted: Gumbel keys drawn from rng
-    batch after batch. The metrics do not depend on the batch size.
+    batch after batch. The negatives do not depend on the batch size, nor do the ranks when a
+    row's scores do not (a float model's may differ in the last bit between batch shapes, so a
+    record fixes its batch size: it follows from the task and memory_cap).
     """
     return evaluate_with_ranks(
         score_fn, split, stage, max_len, ks, num_negatives, negative_sampling, rng,
