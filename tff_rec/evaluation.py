@@ -505,7 +505,9 @@ def _last_position_scorer(model: tf.keras.Model) -> Callable[[np.ndarray], tf.Te
         else:
             def last(inputs: tf.Tensor) -> tf.Tensor:
                 return model(inputs, training=False)[:, -1, :]
-        scorer = tf.function(last, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        scorer = tf.function(  # traced as written, like the model's call (ARCHITECTURE.md)
+            last, input_signature=[tf.TensorSpec([None, None], tf.int32)], autograph=False
+        )
         object.__setattr__(model, "_tff_rec_last_position_scorer", scorer)  # untracked by Keras
     return scorer
 
