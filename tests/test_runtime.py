@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tff_rec import runtime
+from tff_rec import runtime, worker_process
 
 
 def _environment(pid: int) -> dict[str, str]:
@@ -14,16 +14,30 @@ def _environment(pid: int) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries if "=" in entry)
 
 
-def test_the_worker_starts_with_its_settings_and_the_driver_keeps_its_environment():
-    before = {key: os.environ.get(key) for key in runtime.WORKER_ENVIRONMENT}
+def _calls(pid: int) -> int:
+    """The worker's --max_concurrent_computation_calls, from its command line."""
+    [flag] = [arg for arg in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+              if arg.startswith("--max_concurrent_computation_calls=")]
+    return int(flag.split("=")[1])
+
+
+@pytest.mark.parametrize("calls", [1, 3])
+def test_the_worker_starts_with_its_settings_and_the_driver_keeps_its_environment(calls):
+    """One intra-op thread, and as many inter-op threads and malloc arenas as computations at
+    once; the driver's own environment is left alone."""
+    keys = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "MALLOC_ARENA_MAX")
+    assert set(worker_process.worker_environment(calls)) == set(keys)
+    before = {key: os.environ.get(key) for key in keys}
     runtime.stop_workers()
-    runtime.configure()
+    runtime.configure(calls)
     try:
         [worker] = runtime.worker_pids()
         started_with = _environment(worker)
-        for key, value in runtime.WORKER_ENVIRONMENT.items():
-            assert started_with.get(key) == value, key
-        assert {key: os.environ.get(key) for key in runtime.WORKER_ENVIRONMENT} == before
+        assert _calls(worker) == calls
+        assert {key: started_with.get(key) for key in keys} == {
+            "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": str(calls),
+            "MALLOC_ARENA_MAX": str(calls)}
+        assert {key: os.environ.get(key) for key in keys} == before
     finally:
         runtime.stop_workers()
     assert runtime.worker_pids() == []

@@ -27,7 +27,7 @@ import portpicker
 import pytest
 
 from test_end_to_end import ROOT, metric_rows, task_text
-from tff_rec import cli, record, runtime, workers
+from tff_rec import cli, record, runtime, worker_process, workers
 from tff_rec.training import checkpoints
 
 ROUNDS = 6
@@ -158,8 +158,8 @@ def test_a_worker_serves_with_the_local_settings_and_stops_on_sigterm_without_or
                         service.line)
     environ = dict(entry.split("=", 1) for entry in
                    Path(f"/proc/{service.binary}/environ").read_bytes().decode().split("\0") if "=" in entry)
-    for key, value in runtime.WORKER_ENVIRONMENT.items():
-        assert environ.get(key) == value, key
+    for key, value in worker_process.worker_environment(len(os.sched_getaffinity(0))).items():
+        assert environ.get(key) == value, key  # the local worker's settings, for its default concurrency
     binary = service.binary
     assert service.stop() == 0
     assert not alive(binary)

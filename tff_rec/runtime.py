@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from tff_rec.worker_process import (  # noqa: F401 - runtime.WorkerDied & co. as before
-    WORKER_ENVIRONMENT,
     WORKER_NAME,
     WorkerDied,
     describe_exit,
 )
 from tff_rec.worker_process import START_SECONDS as _WORKER_START_SECONDS
 from tff_rec.worker_process import die_with as _die_with
+from tff_rec.worker_process import worker_environment
 
 MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
@@ -127,7 +127,7 @@ class _WorkerService:
             process = subprocess.Popen(
                 [str(binary), f"--port={port}", f"--max_concurrent_computation_calls={self._calls}"],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-                env={**os.environ, **WORKER_ENVIRONMENT}, preexec_fn=_die_with(os.getpid()),
+                env={**os.environ, **worker_environment(self._calls)}, preexec_fn=_die_with(os.getpid()),
                 process_group=0,  # a terminal's Ctrl-C goes to the driver, which stops the worker
             )
             channel = grpc.insecure_channel(f"localhost:{port}", executor_factory._GRPC_CHANNEL_OPTIONS)
@@ -387,7 +387,7 @@ def configure(max_concurrent_computation_calls: int | None = None) -> None:
     """Install the sync local C++ context with the settings measured in ARCHITECTURE.md, Performance notes (once), and
     start its worker.
 
-    The worker gets its thread and malloc settings (`WORKER_ENVIRONMENT`) in its environment;
+    The worker gets its thread and malloc settings (`worker_environment`) in its environment;
     concurrency is capped at the number of cores (an unlimited value doubled wall time in
     measurements). Call it from the main thread: the worker dies with the thread that starts it.
     """
@@ -465,7 +465,7 @@ def _fix_mmap_threshold() -> None:
     mapped and returned on free, instead of glibc raising the threshold and carving them from a
     fragmenting heap. The driver's resident memory grew 1.5-2.2% between rounds 50 and 300 of a
     run, 0.3-0.6% with it, at unchanged round times. (In the worker it slowed rounds by ~12%;
-    one malloc arena slowed the driver's rounds by a third: see `WORKER_ENVIRONMENT`.)"""
+    one malloc arena slowed the driver's rounds by a third: see `worker_environment`.)"""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune

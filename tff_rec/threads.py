@@ -4,7 +4,7 @@ Eigen splits a matrix product's inner dimension by the size of its thread pool, 
 centralized epoch gave a different loss with 1 and 2 intra-op threads (5.5113 vs 5.5121 after
 one epoch; with oneDNN off too). The driver's pool therefore has `INTRA_OP_THREADS` threads on every
 machine and for every `--jobs` (a study job no longer gets cores / jobs). The TFF worker runs each
-computation on one thread (`runtime.WORKER_ENVIRONMENT`); its concurrency does not change results.
+op on one thread (`worker_process.worker_environment`); its concurrency does not change results.
 """
 from __future__ import annotations
 

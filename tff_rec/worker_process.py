@@ -8,16 +8,27 @@ import os
 import signal
 
 WORKER_NAME = "worker_binary"
-# Read by the worker when it starts: its environment is ours plus these.
-WORKER_ENVIRONMENT = {
-    # one intra- and one inter-op thread per computation (ARCHITECTURE.md, Performance notes)
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    # one glibc malloc arena: with the default (8 per core) the worker's freed memory stayed
-    # resident in up to 15 extra arenas, +23-45% RSS between rounds 50 and 500; with one, +0.5-3.5%
-    # at unchanged speed and bit-identical results (README, Performance)
-    "MALLOC_ARENA_MAX": "1",
-}
+def worker_environment(calls: int) -> dict[str, str]:
+    """What a worker running `calls` computations at once reads when it starts: its environment
+    is ours plus these (ARCHITECTURE.md, Performance notes).
+
+    - One intra-op thread: each op runs on one thread, so a reduction's order and the results do
+      not depend on the machine (`threads` fixes the driver's for the same reason).
+    - `calls` inter-op threads: TF's sessions in the worker share one process-wide pool that runs
+      their ops; with one thread the concurrent computations (a round's clients) took turns on it
+      and the worker used ~1.1 cores whatever its concurrency. Inter-op threads run independent
+      ops side by side and never split one, so results are unchanged.
+    - `calls` glibc malloc arenas, one per computation: with one in all, the computations queued
+      on its lock; with more (glibc's default is 8 per core), freed memory stayed resident in
+      them (+18-31% RSS between rounds 50 and 500 with 2 per computation, +8% with one).
+    """
+    return {
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": str(calls),
+        "MALLOC_ARENA_MAX": str(calls),
+    }
+
+
 START_SECONDS = 120  # a worker not serving by then is reported, not waited for forever
 _PR_SET_PDEATHSIG = 1
 

@@ -90,8 +90,8 @@ def _port_taken(port: int) -> Optional[str]:
 def serve(port: int, concurrency: Optional[int] = None, verbose: bool = False,
           max_message_mb: int = 10000) -> int:
     """`tff-rec worker`: TFF's worker service on `port` (all interfaces), in the foreground, with
-    the environment of the local worker (`runtime.WORKER_ENVIRONMENT`: one thread per
-    computation, which results depend on). One line when it serves; SIGTERM or SIGINT stop it
+    the environment of the local worker (`worker_process.worker_environment`: one
+    intra-op thread, which results depend on). One line when it serves; SIGTERM or SIGINT stop it
     (exit 0); it dies with this process however that dies (PR_SET_PDEATHSIG). Exit 1 if it
     stops by itself or does not start."""
     import grpc
@@ -117,7 +117,7 @@ def serve(port: int, concurrency: Optional[int] = None, verbose: bool = False,
         [str(worker_binary()), f"--port={port}", f"--max_concurrent_computation_calls={calls}",
          f"--grpc_max_message_length_megabytes={max_message_mb}"],
         stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-        env={**os.environ, **worker_process.WORKER_ENVIRONMENT},
+        env={**os.environ, **worker_process.worker_environment(calls)},
         preexec_fn=worker_process.die_with(os.getpid()),
         process_group=0,  # a terminal's Ctrl-C reaches this process, which stops the worker
     )
