@@ -8,6 +8,8 @@ import os
 import signal
 
 WORKER_NAME = "worker_binary"
+
+
 def worker_environment(calls: int) -> dict[str, str]:
     """What a worker running `calls` computations at once reads when it starts: its environment
     is ours plus these (ARCHITECTURE.md, Performance notes).
@@ -20,7 +22,8 @@ def worker_environment(calls: int) -> dict[str, str]:
       ops side by side and never split one, so results are unchanged.
     - `calls` glibc malloc arenas, one per computation: with one in all, the computations queued
       on its lock; with more (glibc's default is 8 per core), freed memory stayed resident in
-      them (+18-31% RSS between rounds 50 and 500 with 2 per computation, +8% with one).
+      them (+31% RSS between rounds 50 and 500 with 2 per computation, +8% with one; it
+      levels off, README, Performance).
     """
     return {
         "TF_NUM_INTRAOP_THREADS": "1",
