@@ -77,6 +77,7 @@ class Service:
         )
         self.line = self.process.stdout.readline()  # the one line, once it serves
         assert "serving" in self.line, (self.line, self.process.stderr.read())
+        COMMANDS.append(self.process)
         [self.binary] = children(self.process.pid)
         STARTED.append(self.binary)
 
@@ -94,6 +95,7 @@ class Service:
 
 
 STARTED: list[int] = []  # every worker_binary pid this module started
+COMMANDS: list[subprocess.Popen] = []  # every `tff-rec worker` process it started
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,17 @@ def nothing_left_behind():
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in STARTED) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in STARTED if alive(pid)], "a worker_binary outlived the test"
+    left = [pid for pid in STARTED if alive(pid)]
+    for command in COMMANDS:  # a test that failed before stopping its service: stop it here
+        if command.poll() is None:
+            command.kill()
+            command.wait(timeout=30)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # gone with its command
+            pass
+    assert not left, "a worker_binary outlived the test"
 
 
 @pytest.fixture(scope="module")
