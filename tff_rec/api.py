@@ -18,6 +18,7 @@ functions that train or load a model.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
@@ -43,11 +44,13 @@ def load_task(path: PathLike, overrides: Optional[Mapping[str, Any]] = None) -> 
     return spec.load_task(Path(path), dict(overrides or {}))
 
 
-def load_study(path: PathLike, overrides: Optional[Mapping[str, Any]] = None) -> "StudySpec":
-    """A study file, validated; `overrides` apply to every variant's task."""
+def load_study(path: PathLike, overrides: Optional[Mapping[str, Any]] = None, *,
+               full: bool = False) -> "StudySpec":
+    """A study file, validated; `overrides` apply to every variant's task; `full`: its full size
+    (`[study.full]`, as `tff-rec study --full`)."""
     from tff_rec import spec
 
-    return spec.load_study(Path(path), dict(overrides or {}) or None)
+    return spec.load_study(Path(path), dict(overrides or {}) or None, full=full)
 
 
 def plan(task: Union["TaskSpec", PathLike], seed: int = 0, *, partition: bool = False) -> "RunPlan":
@@ -80,10 +83,14 @@ def run_study(study: Union["StudySpec", PathLike], out: PathLike = DEFAULT_OUT, 
               engine: str = "local", address: Optional[str] = None) -> list["RunResult"]:
     """Run a study's pending runs (as `tff-rec study`; `engine="ray"` with the cluster `address`
     as `--engine ray --address`); what the data cannot satisfy fails before anything is written.
+    Rows marked `skip_without_data` whose data is absent are left out, with a warning.
     Returns every run's result (skipped, failed or made)."""
     from tff_rec import checks, engines, runner
 
     study = study if not isinstance(study, (str, Path)) else load_study(study)
+    study, absent = study.with_data_present()
+    for label, why in absent:
+        warnings.warn(f"study {study.name}: skipping {label!r} (skip_without_data): {why}", stacklevel=2)
     chosen = engines.get(engine, address)
     checks.check_study(study)
     return runner.run_study(study, Path(out), progress=progress, retry_failed=retry_failed,

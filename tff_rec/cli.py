@@ -154,7 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from tff_rec import checks, engines, results, runner, spec
 
-    study = spec.load_study(args.study)
+    study, skipped = spec.load_study(args.study, full=args.full).with_data_present()
+    _note_skipped(skipped)
     out = Path(args.out)
     if args.dry_run:
         return _print_plan(runner.plan_study(study, out))
@@ -312,7 +313,7 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     from tff_rec import describe, plan
 
     described = []  # a task file: one; a study file: each variant (or --variant LABEL)
-    for label, task in describe.load_tasks(args.task, _overrides(args.set), args.variant):
+    for label, task in _tasks_of(args):
         run = plan.resolve(task, args.seed, partition=True)
         calibrated = describe.calibration(run)  # privacy.target_epsilon
         record = run.partition_record()
@@ -333,6 +334,30 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks_of(args: argparse.Namespace) -> list[tuple[Optional[str], Any]]:
+    """The task, or a study's variants (`--variant`, `--full`), of a command that reads tasks;
+    a note names each row left out for want of its data."""
+    from tff_rec import describe
+
+    skipped: list[tuple[str, str]] = []
+    pairs = describe.load_tasks(args.task, _overrides(args.set), args.variant,
+                                full=getattr(args, "full", False), skipped=skipped)
+    _note_skipped(skipped)
+    return pairs
+
+
+def _note_skipped(skipped: Sequence[tuple[str, str]]) -> None:
+    """A stderr line per reason study rows were left out because their data is not on this
+    machine, naming the rows."""
+    by_reason: dict[str, list[str]] = {}
+    for label, why in skipped:
+        by_reason.setdefault(why, []).append(label)
+    for why, labels in by_reason.items():
+        rows = f"{len(labels)} rows" if len(labels) > 1 else "1 row"
+        print(f"tff-rec: note: skipping {rows} marked skip_without_data ({', '.join(labels)}): "
+              f"{why}", file=sys.stderr)
+
+
 def cmd_tasks_schema(args: argparse.Namespace) -> int:
     """The task-file reference generated from the declarations (docs/task-reference.md)."""
     from tff_rec import schema
@@ -345,7 +370,7 @@ def cmd_tasks_describe(args: argparse.Namespace) -> int:
     from tff_rec import describe
 
     described = []  # a task file: one; a study file: each variant (or --variant LABEL)
-    for label, task in describe.load_tasks(args.task, _overrides(args.set), args.variant):
+    for label, task in _tasks_of(args):
         described.append({**({"variant": label} if label is not None else {}),
                           **describe.describe(task, args.seed)})
     if args.json:
@@ -495,7 +520,7 @@ def cmd_privacy_signal(args: argparse.Namespace) -> int:
     from tff_rec.privacy import signal
 
     found, noiseless, refused = [], [], []
-    pairs = describe.load_tasks(args.task, _overrides(args.set), args.variant)
+    pairs = _tasks_of(args)
     one = len(pairs) == 1  # a task file, or one --variant: its one task is the question
     for label, task in pairs:
         name = label if label is not None else task.name
@@ -544,6 +569,12 @@ def _add_privacy_args(parser: argparse.ArgumentParser) -> None:
                         help="nominal cohort C_nom (privacy.noise_cohort_size): ε for C_nom of "
                              "--population clients while --clients-per-round train")
     parser.add_argument("--json", action="store_true")
+
+
+def _full_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--full", action="store_true",
+                        help="a study file: its full size ([study.full]; results under NAME_full), "
+                             "not the default size one machine runs in about an hour")
 
 
 def _workers_argument(parser: argparse.ArgumentParser) -> None:
@@ -608,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--dry-run", action="store_true",
                        help="resolve every run's plan and list it (label, hash, seed, record state, the "
                             "client updates its sampler draws, its final ε); writes nothing")
+    _full_argument(study)
     study.add_argument("--retry-failed", action="store_true", help="run recorded failures again")
     study.add_argument("--rerun-stale", action="store_true",
                        help="re-make complete records made by other code than this (default: reuse them, with a warning)")
@@ -712,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(a study file: each variant's), with the calibrated noise multiplier")
     part.add_argument("task", type=Path, help="a task file, or a study file")
     part.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
+    _full_argument(part)
     part.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     part.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     part.add_argument("--json", action="store_true")
@@ -722,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "and the calibrated noise multiplier (a study file: each variant)")
     describe.add_argument("task", type=Path, help="a task file, or a study file")
     describe.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
+    _full_argument(describe)
     describe.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     describe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     describe.add_argument("--json", action="store_true")
@@ -761,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from the data and the privacy plan (nothing trains): why DP does or does not beat popularity")
     signal_parser.add_argument("task", type=Path, help="a task file, or a study file (each DP variant)")
     signal_parser.add_argument("--variant", default=None, metavar="LABEL", help="a study file: only this variant")
+    _full_argument(signal_parser)
     signal_parser.add_argument("--seed", type=_integer(0, MAX_SEED), default=0)
     signal_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     signal_parser.add_argument("--results", type=Path, default=None, metavar="DIR",

@@ -17,20 +17,29 @@ from tff_rec.spec import TaskSpec
 
 
 def load_tasks(path: Path | str, overrides: Optional[Mapping[str, Any]] = None,
-               variant: Optional[str] = None) -> list[tuple[Optional[str], TaskSpec]]:
+               variant: Optional[str] = None, full: bool = False,
+               skipped: Optional[list[tuple[str, str]]] = None) -> list[tuple[Optional[str], TaskSpec]]:
     """(variant label, task) pairs: a task file gives [(None, task)]; a study file gives each of
-    its variants in table order, or only the one labelled `variant`. `overrides` (`--set`)
-    apply to every task."""
+    its variants in table order (its full size with `full`), or only the one labelled `variant`.
+    `overrides` (`--set`) apply to every task. A study's `skip_without_data` rows whose data is
+    absent are left out and added to `skipped` as (label, why)."""
     path = Path(path)
     if spec.STUDY_SECTION not in spec.read_toml(path):
         if variant is not None:
             raise ValueError(f"--variant {variant!r}: {path} is a task file, not a study file")
+        if full:
+            raise ValueError(f"--full: {path} is a task file, not a study file")
         return [(None, spec.load_task(path, overrides))]
-    study = spec.load_study(path)
+    study, absent = spec.load_study(path, full=full).with_data_present()
+    if skipped is not None:
+        skipped.extend(absent)
     pairs = [(v.label, task) for v, task in zip(study.variants, study.tasks)]
     if variant is not None:
         pairs = [(label, task) for label, task in pairs if label == variant]
         if not pairs:
+            why = dict(absent).get(variant)
+            if why is not None:
+                raise ValueError(f"--variant {variant!r}: its data is not on this machine: {why}")
             raise ValueError(f"--variant {variant!r}: not a variant of {path}; variants: "
                              f"{', '.join(v.label for v in study.variants)}")
     if overrides:

@@ -389,6 +389,7 @@ class Variant:
     label: str
     overrides: Mapping[str, Any]
     axes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # axis name → value label
+    skip_without_data: bool = False  # left out, with a note, where its data file is absent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,6 +406,23 @@ class StudySpec:
     tasks: tuple[TaskSpec, ...]
     metrics: tuple[str, ...]
     source: str
+
+    def with_data_present(self) -> tuple["StudySpec", list[tuple[str, str]]]:
+        """The study without its `skip_without_data` rows whose data is not on this machine,
+        and (label, why) for each row left out."""
+        from tff_rec.data.registry import data_missing
+
+        kept, skipped = [], []
+        for variant, task in zip(self.variants, self.tasks):
+            why = data_missing(task["data"]["dataset"], task["data"]["path"]) if variant.skip_without_data else None
+            if why is None:
+                kept.append((variant, task))
+            else:
+                skipped.append((variant.label, why))
+        if not skipped:
+            return self, []
+        return dataclasses.replace(self, variants=tuple(v for v, _ in kept),
+                                   tasks=tuple(t for _, t in kept)), skipped
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -689,12 +707,18 @@ def task_metrics(task: TaskSpec) -> list[str]:
     return full + [f"sampled_{name}" for name in full]
 
 
-STUDY_KEYS = {"name", "seeds", "metrics", "variant", "axis"}
+STUDY_KEYS = {"name", "seeds", "metrics", "variant", "axis", "full"}
+# `[study.full]`: the study's full size (`tff-rec study --full`). Its seeds, metrics, variants and
+# axes replace the default size's where given; `set` overrides the base task.
+FULL_KEYS = {"seeds", "metrics", "variant", "axis", "set"}
+FULL_SUFFIX = "_full"  # the full size's name: its own manifest and results folder
 
 
-def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) -> StudySpec:
+def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None,
+               full: bool = False) -> StudySpec:
     """Load a study: the file's task keys form the base task; variants and axes override it, and
-    `overrides` (dotted keys) override every variant."""
+    `overrides` (dotted keys) override every variant. `full`: the size its `[study.full]` table
+    describes, named `<name>_full`."""
     path = Path(path)
     raw = read_toml(path)
     study = raw.get(STUDY_SECTION)
@@ -709,6 +733,10 @@ def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) 
     if not isinstance(name, str):
         raise SpecError(f"{source}: key '{name_key}' must be a string. Found {name!r}.")
     _check_folder_name(source, name_key, name)
+    base = {k: v for k, v in raw.items() if k != STUDY_SECTION}
+    if full:
+        study, base = _full_size(source, study, base)
+        name += FULL_SUFFIX
     seeds = study.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
@@ -729,23 +757,24 @@ def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) 
         raise SpecError(
             f"{source}: key 'study.metrics' must be a non-empty list of metric names. Found {metrics!r}."
         )
-    variants = _listed_variants(source, study) + _grid_variants(source, study)
+    table = "study.full" if full else "study"  # where variants and axes were read, for errors
+    variants = _listed_variants(source, study, table) + _grid_variants(source, study, table)
     if not variants:
         raise SpecError(
             f"{source}: key 'study.variant' is empty and there is no [[study.axis]]: the study has "
             f"no runs. Found {study.get('variant')!r}; allowed: at least one [[study.variant]] or "
             f"[[study.axis]] (or neither key, for one 'base' row)."
         )
-    base = {k: v for k, v in raw.items() if k != STUDY_SECTION}
     tasks = []
     for index, variant in enumerate(variants):
         where = f"study.axis grid point {variant.label!r}" if variant.axes else (
-            f"study.variant[{index}], label {variant.label!r}")
+            f"{table}.variant[{index}], label {variant.label!r}")
         if not variant.label.strip():
-            key = "label of a study.axis value" if variant.axes else f"study.variant[{index}].label"
+            key = f"label of a {table}.axis value" if variant.axes else f"{table}.variant[{index}].label"
             raise SpecError(f"{source}: key '{key}' must be a non-empty label. Found {variant.label!r}.")
         try:
-            task_raw = apply_overrides(base, {**variant.overrides, **(overrides or {})})
+            changes = {**variant.overrides, **(overrides or {})}
+            task_raw = apply_overrides(_leave_other_entry_params(base, changes), changes)
         except SpecError as error:
             raise SpecError(f"{source} ({where}): {error}") from None
         task_raw["name"] = variant.label
@@ -767,30 +796,85 @@ def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None) 
     )
 
 
-def _listed_variants(source: str, study: Mapping[str, Any]) -> list[Variant]:
-    """The `[[study.variant]]` rows (label + set); one `base` row when the study has no rows at all."""
+def _full_size(source: str, study: Mapping[str, Any],
+               base: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The [study] table and base task of the study's full size (`[study.full]`)."""
+    full = study.get("full")
+    if full is None:
+        raise SpecError(f"{source}: --full asks for the study's full size, and the file has no "
+                        f"[study.full] table: this study has one size")
+    if not isinstance(full, Mapping):
+        raise SpecError(f"{source}: key 'study.full' must be a table. Found {full!r}.")
+    for key in full:
+        if key not in FULL_KEYS:
+            raise SpecError(f"{source}: unknown key 'study.full.{key}'; allowed: {', '.join(sorted(FULL_KEYS))}")
+    changes = full.get("set", {})
+    if not isinstance(changes, Mapping):
+        raise SpecError(f"{source}: key 'study.full.set' must be a table of dotted keys. Found {changes!r}.")
+    sized = {**{k: v for k, v in study.items() if k != "full"},
+             **{k: v for k, v in full.items() if k != "set"}}
+    if "variant" in full and "axis" not in full:
+        sized.pop("axis", None)  # the full size lists its own rows
+    changes = grid.flatten(changes)
+    return sized, apply_overrides(_leave_other_entry_params(base, changes), changes)
+
+
+def _leave_other_entry_params(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` without the parameters of registry entries that `changes` replace: a variant that
+    names another dataset (model, mechanism, ...) than the base's starts from that entry's
+    defaults, not from parameters only the base's entry takes (synthetic's `users`, say)."""
+    result = copy.deepcopy(dict(base))
+    for section, (name_key, _) in registry.SECTIONS.items():
+        chosen = changes.get(f"{section}.{name_key}")
+        table = _sub_table(result, section)
+        old = table.get(name_key, SCHEMA[section][name_key].default)
+        if chosen is None or chosen == old or not isinstance(chosen, str) or not table:
+            continue
+        entries = registry.of_section(section)
+        try:
+            old_params = {param.name for param in entries.params(old)}
+            new_params = {param.name for param in entries.params(chosen)}
+        except ValueError:
+            continue  # an unknown entry: resolving the task names the key
+        for key in old_params - new_params:
+            table.pop(key, None)  # a mutable copy: _sub_table returns the node itself
+    return result
+
+
+def _listed_variants(source: str, study: Mapping[str, Any], table: str = "study") -> list[Variant]:
+    """The `[[study.variant]]` rows (label, set, skip_without_data); one `base` row when the
+    study has no rows at all."""
     default = [] if "axis" in study else [{"label": "base"}]
     variants = []
     for index, entry in enumerate(study.get("variant", default)):
-        where = f"study.variant[{index}]"
+        where = f"{table}.variant[{index}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("label"), str):
             raise SpecError(f"{source}: '{where}' needs a string 'label'")
-        unknown = set(entry) - {"label", "set"}
+        unknown = set(entry) - VARIANT_KEYS
         if unknown:
-            raise SpecError(f"{source}: unknown key '{where}.{sorted(unknown)[0]}'; allowed: label, set")
+            raise SpecError(f"{source}: unknown key '{where}.{sorted(unknown)[0]}'; "
+                            f"allowed: {', '.join(sorted(VARIANT_KEYS))}")
         overrides = entry.get("set", {})
         if not isinstance(overrides, Mapping):
             raise SpecError(f"{source}: '{where}.set' must be a table of dotted keys")
-        variants.append(Variant(label=entry["label"], overrides=grid.flatten(overrides)))
+        optional = entry.get("skip_without_data", False)
+        if not isinstance(optional, bool):
+            raise SpecError(f"{source}: key '{where}.skip_without_data' must be true or false. "
+                            f"Found {optional!r}.")
+        variants.append(Variant(label=entry["label"], overrides=grid.flatten(overrides),
+                                skip_without_data=optional))
     return variants
 
 
-def _grid_variants(source: str, study: Mapping[str, Any]) -> list[Variant]:
+VARIANT_KEYS = {"label", "set", "skip_without_data"}
+
+
+def _grid_variants(source: str, study: Mapping[str, Any], table: str = "study") -> list[Variant]:
     """The cartesian product of the `[[study.axis]]` axes, one variant per combination."""
     if "axis" not in study:
         return []
     try:
         points = grid.expand(grid.parse_axes(study["axis"]))
     except grid.GridError as error:
-        raise SpecError(f"{source}: {error}") from None
+        raise SpecError(f"{source}: {str(error).replace('study.axis', f'{table}.axis')}") from None
     return [Variant(label=p.label, overrides=p.overrides, axes=p.axes) for p in points]

@@ -147,6 +147,22 @@ def layout(dataset: str) -> Optional[str]:
     return REGISTRY[dataset].layout if dataset in REGISTRY else LAYOUTS.get(dataset)
 
 
+def data_missing(dataset: str, path: Optional[str],
+                 environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Why dataset ``dataset`` (at ``path``, or its place in the data directory) is not on this
+    machine, or None when it is, or when the dataset is generated (``synthetic``) or names no
+    place (loading it says what is wrong)."""
+    where = Path(path).expanduser() if path else default_path(dataset, environ)
+    if where is None:
+        if layout(dataset) is None:
+            return None
+        return f"{ENV} is not set, and no data.path names the {dataset} file ({layout(dataset)})"
+    if not where.exists():
+        given = "data.path" if path else f"${ENV}/{layout(dataset)}"
+        return f"{where} ({given}) does not exist"
+    return None
+
+
 def missing_note(dataset: str, environ: Optional[Mapping[str, str]] = None) -> str:
     """What to add to an error loading ``dataset`` when no path was given (empty: nothing)."""
     root, default = data_dir(environ), default_path(dataset, environ)
