@@ -38,6 +38,8 @@ def test_loading_every_task_and_study_imports_no_tensorflow():
             if spec.STUDY_SECTION in spec.read_toml(path):
                 study = spec.load_study(path)
                 assert study.variants, path
+                if "full" in spec.read_toml(path)["study"]:  # the full size ([study.full]) too
+                    assert spec.load_study(path, full=True).variants, path
             else:
                 spec.load_task(path)
     """

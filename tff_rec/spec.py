@@ -708,8 +708,9 @@ def task_metrics(task: TaskSpec) -> list[str]:
 
 
 STUDY_KEYS = {"name", "seeds", "metrics", "variant", "axis", "full"}
-# `[study.full]`: the study's full size (`tff-rec study --full`). Its seeds, metrics, variants and
-# axes replace the default size's where given; `set` overrides the base task.
+# `[study.full]`: the study's full size (`tff-rec study --full`). Its seeds and metrics replace the
+# default size's where given, its variants and axes (if any) all of the default's rows; `set`
+# overrides the base task.
 FULL_KEYS = {"seeds", "metrics", "variant", "axis", "set"}
 FULL_SUFFIX = "_full"  # the full size's name: its own manifest and results folder
 
@@ -811,10 +812,10 @@ def _full_size(source: str, study: Mapping[str, Any],
     changes = full.get("set", {})
     if not isinstance(changes, Mapping):
         raise SpecError(f"{source}: key 'study.full.set' must be a table of dotted keys. Found {changes!r}.")
-    sized = {**{k: v for k, v in study.items() if k != "full"},
+    rows = ("variant", "axis")  # the full size's rows and axes, if it has any, replace all of the default's
+    replaced = ("full",) + (rows if any(key in full for key in rows) else ())
+    sized = {**{k: v for k, v in study.items() if k not in replaced},
              **{k: v for k, v in full.items() if k != "set"}}
-    if "variant" in full and "axis" not in full:
-        sized.pop("axis", None)  # the full size lists its own rows
     changes = grid.flatten(changes)
     return sized, apply_overrides(_leave_other_entry_params(base, changes), changes)
 
