@@ -184,3 +184,15 @@ def test_the_shipped_privacy_at_scale_keeps_its_hashes_and_has_a_full_size():
     assert cell["algorithm"]["clients_per_round"] == 5000
     assert cell["privacy"]["noise_cohort_size"] is None and cell["privacy"]["population"] is None
     assert full.name == "privacy_at_scale_full"
+
+
+def test_the_python_api_skips_them_with_a_warning(tmp_path):
+    from tff_rec import api
+
+    popularity = BASE.replace("[algorithm]\n", '[algorithm]\nname = "popularity"\n')  # trains nothing
+    path = write(tmp_path, "[study]\n[[study.variant]]\nlabel = 'base'\n" + GAMES_ROW + popularity)
+    with pytest.warns(UserWarning, match=r"skipping 'games' \(skip_without_data\): TFF_REC_DATA is not set"):
+        results = api.run_study(path, tmp_path / "results")
+    assert len(results) == 1 and results[0].error is None
+    manifest = (tmp_path / "results" / "study" / "study.json").read_text()
+    assert '"base"' in manifest and '"games"' not in manifest
