@@ -44,6 +44,17 @@ def test_several_axes_give_one_line_per_combination_and_simulated_points_are_hol
     assert "no DP" in references and "popularity" in references  # outside every group: gray lines
 
 
+def test_rows_on_a_dataset_no_group_uses_draw_no_reference_line():
+    runs = _runs().assign(dataset="synthetic")
+    games = [{"label": f"Games · {name}", "algorithm": algorithm, "privacy": "none", "epsilon": None,
+              "test_ndcg@10": 0.01, "dataset": "sasrec-games"}
+             for name, algorithm in (("no DP", "fedavg"), ("popularity", "popularity"))]
+    axes = plots.privacy_utility(pd.concat([runs, pd.DataFrame(games)]), by="population,cohort").axes[0]
+    references = [text.get_text() for text in axes.texts]
+    assert "no DP" in references and "popularity" in references
+    assert not any(label.startswith("Games") for label in references)
+
+
 def test_an_unknown_axis_is_named():
     with pytest.raises(KeyError, match="nothing"):
         plots.privacy_utility(_runs(), by="population,nothing")

@@ -127,10 +127,15 @@ def privacy_utility(runs: pd.DataFrame, metric: str = "ndcg@10", by: str = "part
     calibrated to the same ε stay visible side by side (the ticks name the true ε). Points whose noise and ε are a
     nominal cohort's (`privacy.noise_cohort_size`, simulated) are hollow. The same group's runs
     without DP are a dashed line of its colour; federated runs without DP outside every group,
-    centralized and popularity are gray lines.
+    centralized and popularity are gray lines. Rows on a dataset no group trains on (a study's
+    Games rows beside its synthetic grid) are left out.
     """
     column = f"{stage}_{metric}"
     runs = runs.assign(_group=_group_column(runs, by))
+    if "dataset" in runs:  # reference lines from the plotted groups' data only: no mixed scales
+        plotted = runs.loc[runs["_group"].notna(), "dataset"].dropna().unique()
+        if len(plotted):
+            runs = runs[runs["dataset"].isin(plotted) | runs["dataset"].isna()]
     figure, axes = plt.subplots(figsize=(8, 4.5))
     federated = runs[~runs["algorithm"].isin(NOT_FEDERATED) & runs["_group"].notna()]
     mechanisms = list(dict.fromkeys(federated[federated["privacy"] != "none"]["privacy"]))
