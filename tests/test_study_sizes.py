@@ -99,6 +99,14 @@ def test_full_size_errors_name_the_key(tmp_path):
     bad_axis = "[study]\n[study.full]\n[[study.full.axis]]\nname = 'x'\n" + BASE
     with pytest.raises(SpecError, match=r"'study\.full\.axis\[0\]' \(axis 'x'\) needs exactly one of"):
         spec.load_study(write(tmp_path, bad_axis), full=True)
+    with pytest.raises(SpecError, match=r"key 'study\.full\.seeds' must be a non-empty list"):
+        spec.load_study(write(tmp_path, "[study]\nseeds = [0]\n[study.full]\nseeds = []\n" + BASE), full=True)
+    kept_rows = "[study]\nmetrics = []\n[study.full]\nseeds = [1]\n" + BASE  # the default's key, named so
+    with pytest.raises(SpecError, match=r"key 'study\.metrics' must be a non-empty list"):
+        spec.load_study(write(tmp_path, kept_rows), full=True)
+    no_rows = "[study]\n[[study.variant]]\nlabel = 'a'\n[study.full]\nvariant = []\n" + BASE
+    with pytest.raises(SpecError, match=r"key 'study\.full\.variant' is empty and there is no \[\[study\.full\.axis\]\]"):
+        spec.load_study(write(tmp_path, no_rows), full=True)
     bad_value = "[study]\n[study.full]\n[[study.full.variant]]\nlabel = 'r'\nset = { 'algorithm.rounds' = -1 }\n" + BASE
     with pytest.raises(SpecError, match=r"study\.full\.variant\[0\], label 'r'.*algorithm\.rounds"):
         spec.load_study(write(tmp_path, bad_value), full=True)

@@ -341,7 +341,7 @@ def _tasks_of(args: argparse.Namespace) -> list[tuple[Optional[str], Any]]:
 
     skipped: list[tuple[str, str]] = []
     pairs = describe.load_tasks(args.task, _overrides(args.set), args.variant,
-                                full=getattr(args, "full", False), skipped=skipped)
+                                full=args.full, skipped=skipped)
     _note_skipped(skipped)
     return pairs
 

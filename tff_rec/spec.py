@@ -735,36 +735,41 @@ def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None,
         raise SpecError(f"{source}: key '{name_key}' must be a string. Found {name!r}.")
     _check_folder_name(source, name_key, name)
     base = {k: v for k, v in raw.items() if k != STUDY_SECTION}
+    from_full: set[str] = set()  # the keys the full size sets: errors name study.full.<key>
     if full:
-        study, base = _full_size(source, study, base)
+        study, base, from_full = _full_size(source, study, base)
         name += FULL_SUFFIX
+
+    def key(field: str) -> str:
+        return f"study.full.{field}" if field in from_full else f"study.{field}"
+
     seeds = study.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
     ):
         raise SpecError(
-            f"{source}: key 'study.seeds' must be a non-empty list of integers from 0 to "
+            f"{source}: key '{key('seeds')}' must be a non-empty list of integers from 0 to "
             f"{MAX_SEED}. Found {seeds!r}."
         )
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
         raise SpecError(
-            f"{source}: key 'study.seeds' must list distinct seeds (a seed twice is one run counted "
+            f"{source}: key '{key('seeds')}' must list distinct seeds (a seed twice is one run counted "
             f"twice, and a confidence interval from copies). Found {seeds!r}: "
             f"{', '.join(map(str, repeated))} repeated."
         )
     metrics = study.get("metrics", ["ndcg@10", "hr@10"])
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise SpecError(
-            f"{source}: key 'study.metrics' must be a non-empty list of metric names. Found {metrics!r}."
+            f"{source}: key '{key('metrics')}' must be a non-empty list of metric names. Found {metrics!r}."
         )
-    table = "study.full" if full else "study"  # where variants and axes were read, for errors
+    table = "study.full" if from_full & {"variant", "axis"} else "study"  # where the rows were read
     variants = _listed_variants(source, study, table) + _grid_variants(source, study, table)
     if not variants:
         raise SpecError(
-            f"{source}: key 'study.variant' is empty and there is no [[study.axis]]: the study has "
-            f"no runs. Found {study.get('variant')!r}; allowed: at least one [[study.variant]] or "
-            f"[[study.axis]] (or neither key, for one 'base' row)."
+            f"{source}: key '{table}.variant' is empty and there is no [[{table}.axis]]: the study has "
+            f"no runs. Found {study.get('variant')!r}; allowed: at least one [[{table}.variant]] or "
+            f"[[{table}.axis]] (or neither key, for one 'base' row)."
         )
     tasks = []
     for index, variant in enumerate(variants):
@@ -787,7 +792,7 @@ def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None,
         unknown = [m for m in metrics if m not in task_metrics(task)]
         if unknown:
             raise SpecError(
-                f"{source}: key 'study.metrics' names {unknown[0]!r}, which variant "
+                f"{source}: key '{key('metrics')}' names {unknown[0]!r}, which variant "
                 f"{variant.label!r} does not record (evaluation.ks = {task['evaluation']['ks']}). "
                 f"Found {metrics!r}; allowed: {', '.join(task_metrics(task))}."
             )
@@ -798,8 +803,9 @@ def load_study(path: Path | str, overrides: Optional[Mapping[str, Any]] = None,
 
 
 def _full_size(source: str, study: Mapping[str, Any],
-               base: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The [study] table and base task of the study's full size (`[study.full]`)."""
+               base: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
+    """The [study] table and base task of the study's full size (`[study.full]`), and the
+    [study] keys it took from `[study.full]`."""
     full = study.get("full")
     if full is None:
         raise SpecError(f"{source}: --full asks for the study's full size, and the file has no "
@@ -817,7 +823,7 @@ def _full_size(source: str, study: Mapping[str, Any],
     sized = {**{k: v for k, v in study.items() if k not in replaced},
              **{k: v for k, v in full.items() if k != "set"}}
     changes = grid.flatten(changes)
-    return sized, apply_overrides(_leave_other_entry_params(base, changes), changes)
+    return sized, apply_overrides(_leave_other_entry_params(base, changes), changes), set(full) - {"set"}
 
 
 def _leave_other_entry_params(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
