@@ -403,6 +403,10 @@ def test_a_failing_run_is_recorded_and_retried_only_when_asked(tmp_path, capsys)
     before = failure.stat().st_mtime_ns
     assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 1
     assert failure.stat().st_mtime_ns == before, "a recorded failure is not retried unasked"
+    capsys.readouterr()
+    assert cli.main(["study", str(study), "--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+        "2 runs, 1 done, 1 failed (kept; --retry-failed runs them); still to run: 0 runs")
     assert cli.main(["study", str(study), "--out", str(out), "--no-progress", "--retry-failed"]) == 1
     assert failure.stat().st_mtime_ns != before
 
@@ -532,7 +536,12 @@ def test_records_of_other_code_are_stale_reused_with_a_warning_and_remade_on_req
     made = (run / record.SUMMARY).stat().st_mtime_ns
 
     assert cli.main(["study", str(study), "--out", str(out), "--dry-run"]) == 0
-    assert re.search(rf"{fedavg['task_hash']}\s+seed 0\s+stale", capsys.readouterr().out)
+    listing = capsys.readouterr().out
+    assert re.search(rf"{fedavg['task_hash']}\s+seed 0\s+stale", listing)
+    assert listing.strip().splitlines()[-1].startswith(
+        "8 runs, 7 done, 1 stale (reused; --rerun-stale re-makes them); still to run: 0 runs")
+    assert cli.main(["study", str(study), "--out", str(out), "--dry-run", "--rerun-stale"]) == 0
+    assert "8 runs, 7 done; still to run: 1 runs, 30 client updates" in capsys.readouterr().out
     assert cli.main(["study", str(study), "--out", str(out), "--no-progress"]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "stale" in line]

@@ -158,7 +158,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     _note_skipped(skipped)
     out = Path(args.out)
     if args.dry_run:
-        return _print_plan(runner.plan_study(study, out))
+        return _print_plan(runner.plan_study(study, out), args.rerun_stale, args.retry_failed)
     _check_folder(out, "--out")
     checks.check_study(study)  # what the data cannot satisfy fails here, before the manifest
     engine = engines.get(args.engine, args.address)  # a missing Ray fails here too
@@ -188,15 +188,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _print_plan(planned: Sequence[Any]) -> int:
-    """The dry-run listing: one line per run, then the totals."""
+def _print_plan(planned: Sequence[Any], rerun_stale: bool = False, retry_failed: bool = False) -> int:
+    """The dry-run listing: one line per run, then the totals of what `study` with the same
+    flags would run (stale records are reused and recorded failures kept unless asked)."""
     width = max(len(run.label) for run in planned)
     for run in planned:
         epsilon = f"  ε = {run.epsilon:.4g}" if run.epsilon is not None else ""
         print(f"{run.label:<{width}}  {run.task_hash}  seed {run.seed:<3} {run.state:<8} "
               f"{run.client_updates} client updates{epsilon}")
-    todo = [run for run in planned if run.state != "done"]
-    print(f"{len(planned)} runs, {len(planned) - len(todo)} done; still to run: {len(todo)} runs, "
+    kept = {"done"} | ({"stale"} if not rerun_stale else set()) | ({"failed"} if not retry_failed else set())
+    todo = [run for run in planned if run.state not in kept]
+    states = [run.state for run in planned]
+    notes = "".join(note for note in (
+        f", {states.count('stale')} stale (reused; --rerun-stale re-makes them)"
+        if "stale" in states and not rerun_stale else "",
+        f", {states.count('failed')} failed (kept; --retry-failed runs them)"
+        if "failed" in states and not retry_failed else ""))
+    print(f"{len(planned)} runs, {states.count('done')} done{notes}; still to run: {len(todo)} runs, "
           f"{sum(run.client_updates for run in todo)} client updates")
     return 0
 
