@@ -204,3 +204,25 @@ def test_the_python_api_skips_them_with_a_warning(tmp_path):
     assert len(results) == 1 and results[0].error is None
     manifest = (tmp_path / "results" / "study" / "study.json").read_text()
     assert '"base"' in manifest and '"games"' not in manifest
+
+
+def test_the_shipped_games_federated_keeps_its_records_and_its_full_size_shares_them():
+    """The rows added later kept the first six rows' tasks (the README's records), and the full
+    size (300 rounds, 3 seeds) reuses the default size's popularity, centralized and 300-round
+    FedAdam tasks, so their seed-0 records serve both sizes."""
+    path = ROOT / "tasks" / "studies" / "games_federated.toml"
+    study = spec.load_study(path)
+    hashes = dict(zip([v.label for v in study.variants], [t.hash for t in study.tasks]))
+    assert {label: hashes[label] for label in ("popularity", "fedadam", "fedadam, 300 rounds",
+                                               "gaussian(ε=8)", "gaussian(ε=2)", "adaptive(ε=8)")} == {
+        "popularity": "7f01289eb079", "fedadam": "d881b2c59867", "fedadam, 300 rounds": "0c3bfc44ff95",
+        "gaussian(ε=8)": "39755ea1aa18", "gaussian(ε=2)": "0cabe6242e80", "adaptive(ε=8)": "514224734081"}
+    full = spec.load_study(path, full=True)
+    full_hashes = dict(zip([v.label for v in full.variants], [t.hash for t in full.tasks]))
+    assert tuple(full.seeds) == (0, 1, 2) and full.name == "games_federated_full"
+    assert full_hashes["popularity"] == hashes["popularity"]
+    assert full_hashes["centralized"] == hashes["centralized"]
+    assert full_hashes["fedadam"] == hashes["fedadam, 300 rounds"]
+    trained = [task for variant, task in zip(full.variants, full.tasks)
+               if variant.label not in ("popularity", "centralized")]
+    assert len(trained) == 8 and all(task["algorithm"]["rounds"] == 300 for task in trained)
